@@ -1,0 +1,57 @@
+"""fusionjax: plugin-based modality fusion for JAX.
+
+``import fusionjax`` is cheap: it loads no plugin, imports no JAX and touches no
+device.  Names below are imported on first access.
+
+    import fusionjax as fj
+    assembly = fj.assemble(fj.load_config("examples/three_modality.toml", ["train.steps=50"]))
+    model = assembly.build()
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Encoder": "fusionjax.interfaces",
+    "Fusion": "fusionjax.interfaces",
+    "Head": "fusionjax.interfaces",
+    "Dataset": "fusionjax.interfaces",
+    "FieldSpec": "fusionjax.interfaces",
+    "TokenSequence": "fusionjax.interfaces",
+    "FusionModel": "fusionjax.model",
+    "Registry": "fusionjax.registry",
+    "default_registry": "fusionjax.registry",
+    "hookimpl": "fusionjax.hookspecs",
+    "load_config": "fusionjax.config",
+    "assemble": "fusionjax.assembly",
+    "train": "fusionjax.train.loop",
+    "FusionJaxError": "fusionjax.errors",
+    "ConfigError": "fusionjax.errors",
+    "ComponentError": "fusionjax.errors",
+    "PluginError": "fusionjax.errors",
+    "DataError": "fusionjax.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from fusionjax.assembly import assemble
+    from fusionjax.config import load_config
+    from fusionjax.errors import ComponentError, ConfigError, DataError, FusionJaxError, PluginError
+    from fusionjax.hookspecs import hookimpl
+    from fusionjax.interfaces import Dataset, Encoder, FieldSpec, Fusion, Head, TokenSequence
+    from fusionjax.model import FusionModel
+    from fusionjax.registry import Registry, default_registry
+    from fusionjax.train.loop import train
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'fusionjax' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value

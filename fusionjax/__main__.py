@@ -1,0 +1,5 @@
+import sys
+
+from fusionjax.cli import main
+
+sys.exit(main())

@@ -1,0 +1,272 @@
+"""Config -> model and data set, checked completely before any array is allocated.
+
+:func:`assemble` resolves every ``type`` in the registry, binds each section to
+its component's constructor (:func:`fusionjax.config.validation.bind`), then
+builds the whole model *abstractly* with :func:`flax.nnx.eval_shape` and runs one
+abstract forward pass with :func:`jax.eval_shape`.  Every mistake (an unknown
+name, key or type, a width or shape that does not fit) surfaces here as a
+:class:`~fusionjax.errors.ConfigError` naming its key path and its component.
+Only :meth:`Assembly.build` allocates parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from fusionjax.config.schema import TrainConfig, check_top_level, train_config
+from fusionjax.config.validation import bind, signature_params
+from fusionjax.errors import ComponentError, ConfigError, DataError, did_you_mean
+from fusionjax.interfaces import LABEL, Dataset, Encoder, Fusion, Head
+from fusionjax.model import FusionModel
+from fusionjax.registry import ComponentSpec, Registry, default_registry
+
+_BASES = {"encoder": Encoder, "fusion": Fusion, "head": Head, "dataset": Dataset}
+
+
+@dataclass(frozen=True)
+class Part:
+    """One configured component: where it sits in the config and how to build it."""
+
+    key: str  # config key path, e.g. "model.encoders.audio"
+    spec: ComponentSpec
+    kwargs: Mapping[str, Any]
+    injected: frozenset[str] = frozenset()  # kwargs fusionjax supplied (widths, shapes)
+
+    def resolved(self) -> dict[str, Any]:
+        """This part's config section with every default filled in."""
+        settings = {k: list(v) if isinstance(v, tuple) else v
+                    for k, v in self.kwargs.items() if k not in self.injected}
+        return {"type": self.spec.qualified_name, **settings}
+
+    @property
+    def owner(self) -> str:
+        return f"{self.spec.kind} {self.spec.describe()}"
+
+    def build(self, seed: int) -> Any:
+        """The component, its parameters drawn from ``seed`` and its key path only
+        (so adding a modality never changes another component's initialisation)."""
+        kwargs = dict(self.kwargs)
+        if self.spec.kind != "dataset":  # data sets are host-side NumPy: no rngs
+            key = jax.random.fold_in(jax.random.key(seed), zlib.crc32(self.key.encode()))
+            kwargs["rngs"] = nnx.Rngs(key)
+        try:
+            return self.spec.load()(**kwargs)
+        except ConfigError as e:
+            raise e.under(self.key) from None
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{type(e).__name__}: {e} ({self.owner})", key=self.key) from None
+
+
+@dataclass(frozen=True)
+class Assembly:
+    """A validated config: the data set, the model's parts, the train settings."""
+
+    config: dict
+    dataset: Dataset
+    data_part: Part
+    encoders: Mapping[str, Part]
+    fusion: Part
+    head: Part
+    train: TrainConfig
+
+    def build(self, seed: int | None = None) -> FusionModel:
+        """The model with real parameters (``seed`` defaults to ``train.seed``)."""
+        seed = self.train.seed if seed is None else seed
+        return FusionModel(
+            {m: p.build(seed) for m, p in self.encoders.items()},
+            self.fusion.build(seed),
+            self.head.build(seed),
+        )
+
+    def resolved_config(self) -> dict[str, Any]:
+        """The config after overrides and defaults, with qualified component names."""
+        return {
+            "model": {
+                "encoders": {m: p.resolved() for m, p in self.encoders.items()},
+                "fusion": self.fusion.resolved(),
+                "head": self.head.resolved(),
+            },
+            "data": self.data_part.resolved(),
+            "train": dataclasses.asdict(self.train),
+        }
+
+    def abstract_model(self) -> FusionModel:
+        """The model with ``ShapeDtypeStruct`` parameters (nothing allocated)."""
+        return nnx.eval_shape(lambda: self.build(0))
+
+    def example_batch(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
+        spec = self.dataset.spec
+        return {k: spec[k].batched(batch_size) for k in (*self.encoders, LABEL) if k in spec}
+
+    def param_counts(self) -> dict[str, int]:
+        """Trainable parameters per component key path."""
+        model = self.abstract_model()
+        parts = {f"model.encoders.{m}": model.encoders[m] for m in model.modalities}
+        parts.update({"model.fusion": model.fusion, "model.head": model.head})
+        return {k: _count(nnx.state(v, nnx.Param)) for k, v in parts.items()}
+
+
+def _count(state) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(state)))
+
+
+def _resolve(registry: Registry, kind: str, section: Any, key: str) -> ComponentSpec:
+    if not isinstance(section, dict):
+        raise ConfigError(f"must be a table with a 'type' key, got {section!r}", key=key)
+    name = section.get("type")
+    if not isinstance(name, str):
+        raise ConfigError(
+            f"needs `type = \"<{kind} name>\"`", key=f"{key}.type",
+            hint=f"available {kind}s: {', '.join(registry.names(kind)) or 'none'}",
+        )
+    try:
+        spec = registry.resolve(kind, name)
+    except ComponentError as e:
+        raise ConfigError(str(e), key=f"{key}.type") from None
+    target = spec.load()
+    base = _BASES[kind]
+    if isinstance(target, type) and not issubclass(target, base):
+        raise ConfigError(
+            f"{spec.describe()} is registered as a {kind} but {target.__qualname__} does not "
+            f"subclass fusionjax.{base.__name__}", key=f"{key}.type")
+    return spec
+
+
+def _part(spec: ComponentSpec, section: dict, key: str, injected: dict, defaults: dict) -> Part:
+    """Bind ``section`` to ``spec``; ``defaults`` fill parameters the user left out and
+    must agree with any value the user set."""
+    params, _ = signature_params(spec.load())
+    owner = f"{spec.kind} {spec.describe()}"
+    user = {k: v for k, v in section.items() if k != "type"}
+    for name, (value, source) in defaults.items():
+        if name not in params:
+            continue
+        if name not in user:
+            user[name] = value
+        elif user[name] != value:
+            raise ConfigError(
+                f"is {user[name]!r}, but {source} is {value!r} ({owner})", key=f"{key}.{name}",
+                hint=f"remove {name!r} to use {value!r}",
+            )
+    injected = {k: v for k, v in injected.items() if k in params}
+    kwargs = bind(spec.load(), user, key, owner=owner, injected=injected)
+    return Part(key, spec, kwargs, frozenset(injected))
+
+
+def _abstract(part: Part, what: str):
+    try:
+        return nnx.eval_shape(lambda: part.build(0))
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a plugin bug, reported with its origin
+        raise ConfigError(f"building the {what} failed: {type(e).__name__}: {e} ({part.owner})",
+                          key=part.key) from None
+
+
+def assemble(config: Mapping[str, Any], registry: Registry | None = None) -> Assembly:
+    """Validate ``config`` and prepare the model and data set; allocates nothing."""
+    registry = registry or default_registry()
+    config = dict(config)
+    check_top_level(config)
+    train = train_config(config)
+
+    data_spec = _resolve(registry, "dataset", config["data"], "data")
+    data_part = _part(data_spec, config["data"], "data", {}, {})
+    dataset = data_part.build(train.seed)
+    try:
+        dataset.size(train.eval_split)
+    except Exception:  # noqa: BLE001
+        raise ConfigError(f"data set {data_spec.qualified_name!r} has no split "
+                          f"{train.eval_split!r}", key="train.eval_split") from None
+    data_name = data_spec.qualified_name
+
+    model_cfg = config["model"]
+    encoders: dict[str, Part] = {}
+    widths: dict[str, int] = {}
+    for modality, section in model_cfg["encoders"].items():
+        key = f"model.encoders.{modality}"
+        if modality not in dataset.spec or modality == LABEL:
+            raise ConfigError(
+                f"data set {data_name!r} has no modality {modality!r}"
+                f"{did_you_mean(modality, dataset.modalities)}", key=key,
+                hint=f"its modalities are: {', '.join(dataset.modalities)}",
+            )
+        field = dataset.spec[modality]
+        spec = _resolve(registry, "encoder", section, key)
+        defaults = {k: (v, f"data set {data_name!r}'s {modality} {k}")
+                    for k, v in field.metadata.items()}
+        part = _part(spec, section, key, {"input_shape": tuple(field.shape)}, defaults)
+        encoders[modality] = part
+        widths[modality] = _width(_abstract(part, "encoder"), "out_features", part)
+
+    fusion_spec = _resolve(registry, "fusion", model_cfg["fusion"], "model.fusion")
+    fusion = _part(fusion_spec, model_cfg["fusion"], "model.fusion", {"in_features": widths}, {})
+    fused = _width(_abstract(fusion, "fusion"), "out_features", fusion)
+
+    head_spec = _resolve(registry, "head", model_cfg["head"], "model.head")
+    defaults = {}
+    if dataset.num_classes is not None:
+        defaults["num_classes"] = (dataset.num_classes, f"data set {data_name!r}'s class count")
+    head = _part(head_spec, model_cfg["head"], "model.head", {"in_features": fused}, defaults)
+
+    assembly = Assembly(config, dataset, data_part, encoders, fusion, head, train)
+    _check_forward(assembly, widths, fused)
+    return assembly
+
+
+def _width(module: Any, attr: str, part: Part) -> int:
+    value = getattr(module, attr, None)
+    if not isinstance(value, int) or value < 1:
+        raise ConfigError(f"component declares no positive int {attr!r} (got {value!r}); "
+                          f"this is a bug in the plugin ({part.owner})", key=part.key)
+    return value
+
+
+def _check_forward(assembly: Assembly, widths: Mapping[str, int], fused: int) -> None:
+    """One abstract forward pass: every declared width must be the real one."""
+    batch = assembly.example_batch(2)
+
+    def run(b):
+        model = assembly.build(0)
+        out = {}
+        for m, enc in model.encoders.items():
+            part = assembly.encoders[m]
+            try:
+                out[m] = enc(b[m])
+            except Exception as e:  # noqa: BLE001 - report which encoder and input
+                raise ConfigError(
+                    f"cannot encode {m} of shape {b[m].shape} {b[m].dtype}: "
+                    f"{type(e).__name__}: {e} ({part.owner})", key=part.key) from None
+            _expect(out[m].shape, (2, widths[m]), part, "its output")
+        masks = {m: jax.numpy.ones((2,), bool) for m in out}
+        tokens = {m: model.encoders[m].tokens(b[m]) for m in out} if model.fusion.uses_tokens else None
+        fused_out = model.fusion(out, masks, tokens)
+        _expect(fused_out.shape, (2, fused), assembly.fusion, "its output")
+        return model.head(fused_out)
+
+    try:
+        jax.eval_shape(run, batch)
+    except ConfigError:
+        raise
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise ConfigError(f"the model cannot run on the data set's shapes: {type(e).__name__}: {e}",
+                          key="model") from None
+
+
+def _expect(shape: tuple, expected: tuple, part: Part, what: str) -> None:
+    if tuple(shape) != expected:
+        raise ConfigError(f"{what} has shape {tuple(shape)} but it declares {expected} "
+                          f"([B, out_features]); this is a bug in the plugin ({part.owner})",
+                          key=part.key)
+
+

@@ -1,0 +1,145 @@
+"""The ``fusionjax`` command: parse, call the library, print, exit.
+
+Exit codes: 0 success; 2 usage or config error (a message, no traceback);
+1 failure at run time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from fusionjax.errors import DataError, FusionJaxError
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except DataError as e:
+        print(f"fusionjax: data error: {e}", file=sys.stderr)
+        return 1
+    except FusionJaxError as e:
+        print(f"fusionjax: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fusionjax: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fusionjax", description="Plugin-based modality fusion in JAX.")
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train the model a config describes")
+    _config_args(t)
+    t.add_argument("--output-dir", help="run directory (default: train.output_dir, "
+                                        "else runs/<config>-<time>)")
+    t.set_defaults(func=_train)
+
+    c = sub.add_parser("config", help="work with config files").add_subparsers(
+        required=True, metavar="ACTION")
+    check = c.add_parser("check", help="validate a config and print the assembled model")
+    _config_args(check)
+    check.add_argument("--json", action="store_true", help="print the resolved config as JSON")
+    check.set_defaults(func=_config_check)
+
+    pl = sub.add_parser("plugins", help="installed plugins").add_subparsers(
+        required=True, metavar="ACTION")
+    pl_list = pl.add_parser("list", help="name, package, version, status, components, error")
+    pl_list.add_argument("--json", action="store_true")
+    pl_list.set_defaults(func=_plugins_list)
+
+    co = sub.add_parser("components", help="registered components").add_subparsers(
+        required=True, metavar="ACTION")
+    co_list = co.add_parser("list", help="every registered encoder, fusion, head and dataset")
+    co_list.add_argument("--kind", choices=["encoder", "fusion", "head", "dataset"])
+    co_list.add_argument("--json", action="store_true")
+    co_list.set_defaults(func=_components_list)
+    return p
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="a .toml, .yaml/.yml or .json config file")
+    p.add_argument("overrides", nargs="*", metavar="key.path=value",
+                   help="override a config value, e.g. train.steps=100")
+
+
+def _assemble(args):
+    from fusionjax.assembly import assemble
+    from fusionjax.config import load_config
+
+    return assemble(load_config(args.config, args.overrides))
+
+
+def _train(args) -> int:
+    assembly = _assemble(args)
+    _print_summary(args.config, assembly)
+    from fusionjax.train.loop import train
+
+    out = args.output_dir or assembly.train.output_dir
+    if out is None:
+        out = Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    train(assembly, out, log=lambda s: print(s, flush=True))
+    return 0
+
+
+def _config_check(args) -> int:
+    assembly = _assemble(args)
+    if args.json:
+        print(json.dumps(assembly.resolved_config(), indent=2))
+    else:
+        _print_summary(args.config, assembly)
+    return 0
+
+
+def _print_summary(config: str, assembly) -> None:
+    counts = assembly.param_counts()
+    ds = assembly.dataset
+    print(f"config {config}: OK")
+    print(f"data   {assembly.data_part.spec.qualified_name}: "
+          + ", ".join(f"{s} {ds.size(s)}" for s in ("train", assembly.train.eval_split)))
+    rows = [(p.key, p.spec.qualified_name) for p in assembly.encoders.values()]
+    rows += [(assembly.fusion.key, assembly.fusion.spec.qualified_name),
+             (assembly.head.key, assembly.head.spec.qualified_name)]
+    width = max(len(k) for k, _ in rows)
+    print("model")
+    for key, name in rows:
+        print(f"  {key:<{width}}  {name:<40} {counts[key]:>12,} params")
+    total = sum(counts.values())
+    print(f"  {'total':<{width}}  {'':<40} {total:>12,} params ({total * 4 / 1e6:.1f} MB float32)")
+
+
+def _plugins_list(args) -> int:
+    from fusionjax.plugins import loaded
+
+    infos = loaded().plugins
+    if args.json:
+        print(json.dumps([i.to_json() for i in infos], indent=2))
+        return 0
+    for i in infos:
+        print(f"{i.name:<20} {i.package or '?'} {i.version or '?':<10} {i.status:<8} "
+              + (", ".join(i.components) if i.status == "active" else (i.error or "").split("\n")[0]))
+    return 0
+
+
+def _components_list(args) -> int:
+    from fusionjax.registry import default_registry
+
+    specs = [s for s in default_registry() if args.kind in (None, s.kind)]
+    if args.json:
+        print(json.dumps([{"kind": s.kind, "name": s.name, "qualified_name": s.qualified_name,
+                           "plugin": s.origin.plugin, "package": s.origin.package,
+                           "version": s.origin.version, "summary": s.summary} for s in specs],
+                         indent=2))
+        return 0
+    for s in specs:
+        print(f"{s.kind:<8} {s.qualified_name:<40} {s.summary}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

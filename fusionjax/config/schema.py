@@ -1,0 +1,81 @@
+"""The shape of a fusionjax config: its top-level sections and the ``train`` section.
+
+::
+
+    [model.encoders.<modality>]   type = "<encoder>"  + its parameters
+    [model.fusion]                type = "<fusion>"   + its parameters
+    [model.head]                  type = "<head>"     + its parameters
+    [data]                        type = "<dataset>"  + its parameters
+    [train]                       the fields of TrainConfig below
+    [train.optimizer]             name = "<optax optimiser>" + its parameters
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fusionjax.config.validation import bind
+from fusionjax.errors import ConfigError, did_you_mean
+
+SECTIONS = {
+    "model": "the network: encoders, fusion, head",
+    "data": "the data set: type and its parameters",
+    "train": "steps, batch size, seed, optimiser, logging, output directory",
+}
+MODEL_SECTIONS = ("encoders", "fusion", "head")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The ``[train]`` section (every field optional)."""
+
+    steps: int = 500
+    batch_size: int = 64
+    seed: int = 0
+    optimizer: dict = field(default_factory=lambda: {"name": "adam", "learning_rate": 1e-3})
+    log_every: int = 50
+    eval_split: str = "test"
+    eval_batch_size: int | None = None
+    output_dir: str | None = None
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"must be >= 1, got {getattr(self, name)}", key=f"train.{name}")
+        if self.eval_batch_size is not None and self.eval_batch_size < 1:
+            raise ConfigError("must be >= 1", key="train.eval_batch_size")
+
+
+def check_top_level(config: Mapping[str, Any]) -> None:
+    """Unknown or missing sections, and a malformed ``[model]``."""
+    for key in config:
+        if key not in SECTIONS:
+            raise ConfigError(
+                f"unknown section{did_you_mean(key, SECTIONS)}", key=key,
+                hint="sections are: " + "; ".join(f"{k} ({v})" for k, v in SECTIONS.items()),
+            )
+    for key in ("model", "data"):
+        if not isinstance(config.get(key), dict):
+            raise ConfigError(f"missing section [{key}] ({SECTIONS[key]})", key=key)
+    model = config["model"]
+    for key in model:
+        if key not in MODEL_SECTIONS:
+            raise ConfigError(
+                f"unknown key{did_you_mean(key, MODEL_SECTIONS)}", key=f"model.{key}",
+                hint="[model] holds: " + ", ".join(MODEL_SECTIONS),
+            )
+    for key in MODEL_SECTIONS:
+        if not isinstance(model.get(key), dict):
+            raise ConfigError(f"missing table [model.{key}]", key=f"model.{key}")
+    if not model["encoders"]:
+        raise ConfigError("needs at least one modality, e.g. [model.encoders.image]",
+                          key="model.encoders")
+
+
+def train_config(config: Mapping[str, Any]) -> TrainConfig:
+    section = config.get("train", {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"must be a table, got {section!r}", key="train")
+    return TrainConfig(**bind(TrainConfig, section, "train", owner="the [train] section"))

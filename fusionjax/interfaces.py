@@ -1,0 +1,166 @@
+"""The four interfaces every component implements, and the batch convention.
+
+A model is ``encoders -> fusion -> head``:
+
+* an :class:`Encoder` maps one modality's batch to an embedding ``[B, out_features]``
+  (and, optionally, to a token sequence ``[B, T, token_features]`` with a validity
+  mask, for token-level fusions);
+* a :class:`Fusion` maps ``{modality: embedding}`` plus per-modality presence masks
+  to ``[B, out_features]``;
+* a :class:`Head` maps fused features to predictions and owns its loss and metrics;
+* a :class:`Dataset` (host side, NumPy, not a module) yields batches.
+
+Batches are ``dict[str, array]``: one entry per modality name (``"image"``,
+``"text"``, ...), ``"label"``, and optionally ``"mask/<modality>"`` (bool ``[B]``,
+True where the example has that modality; absent means all present).
+
+Widths flow explicitly, because NNX builds parameters eagerly: assembly gives each
+component what it needs to size itself, never a user.  An encoder may take
+``input_shape`` (the per-example shape of its modality); a fusion takes
+``in_features`` (``{modality: width}``); a head takes ``in_features`` (an int) and,
+when it has one, ``num_classes`` (defaulted from the data set).  Every constructor
+takes ``rngs`` (:class:`flax.nnx.Rngs`) as a keyword.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+from flax import nnx
+
+Array = jax.Array
+Batch = dict[str, Any]
+
+MASK_PREFIX = "mask/"
+LABEL = "label"
+
+
+def mask_key(modality: str) -> str:
+    """The batch key of ``modality``'s presence mask: ``"mask/<modality>"``."""
+    return MASK_PREFIX + modality
+
+
+class TokenSequence(NamedTuple):
+    """A modality as a sequence: ``values [B, T, D]`` and ``valid`` (bool ``[B, T]``)."""
+
+    values: Array
+    valid: Array
+
+
+class Encoder(nnx.Module, abc.ABC):
+    """One modality's batch -> embedding ``[B, out_features]``.
+
+    Subclasses set ``self.out_features`` in ``__init__``.  Those that can also
+    expose a token sequence set ``self.token_features`` and override
+    :meth:`tokens`.
+
+    Example::
+
+        class MeanPixels(Encoder):
+            def __init__(self, input_shape, *, features=16, rngs):
+                self.proj = nnx.Linear(input_shape[-1], features, rngs=rngs)
+                self.out_features = features
+
+            def __call__(self, x):
+                return self.proj(x.mean(axis=(1, 2)))
+    """
+
+    out_features: int
+    token_features: int | None = None
+
+    @abc.abstractmethod
+    def __call__(self, x: Array) -> Array:
+        """``x`` is the modality's batch; returns ``[B, out_features]``."""
+
+    def tokens(self, x: Array) -> TokenSequence:
+        """The modality as a token sequence, for token-level fusions."""
+        raise NotImplementedError(f"{type(self).__name__} exposes no token sequence")
+
+
+class Fusion(nnx.Module, abc.ABC):
+    """``{modality: [B, D_m]}`` + presence masks -> ``[B, out_features]``.
+
+    Constructed with ``in_features={modality: D_m}``.  ``masks[m]`` is bool ``[B]``;
+    an absent modality must contribute nothing to the output.  A fusion that sets
+    ``uses_tokens = True`` also receives each encoder's :class:`TokenSequence`.
+    """
+
+    out_features: int
+    uses_tokens: bool = False
+
+    @abc.abstractmethod
+    def __call__(
+        self,
+        embeddings: Mapping[str, Array],
+        masks: Mapping[str, Array],
+        tokens: Mapping[str, TokenSequence] | None = None,
+    ) -> Array: ...
+
+
+class Head(nnx.Module, abc.ABC):
+    """Fused features ``[B, in_features]`` -> predictions; owns loss and metrics.
+
+    Metrics are computed in two stages so that they aggregate exactly over
+    batches and devices: :meth:`metric_stats` returns *additive* statistics
+    (sums, counts) inside the compiled step; :meth:`finalize_metrics` turns their
+    totals into metric values on the host.
+    """
+
+    @abc.abstractmethod
+    def __call__(self, features: Array) -> Array: ...
+
+    @abc.abstractmethod
+    def loss(self, predictions: Array, labels: Array) -> Array:
+        """Mean loss over the batch (a scalar)."""
+
+    @abc.abstractmethod
+    def metric_stats(self, predictions: Array, labels: Array, weights: Array) -> dict[str, Array]:
+        """Additive statistics; ``weights`` ([B], 0 or 1) drops padding examples."""
+
+    @staticmethod
+    @abc.abstractmethod
+    def finalize_metrics(stats: Mapping[str, float]) -> dict[str, float]:
+        """Metric values from the summed statistics."""
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """Per-example shape and dtype of one batch entry, plus facts encoders may use
+    (``metadata``, e.g. ``{"sample_rate": 8000}`` or ``{"vocab_size": 5000}``)."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def batched(self, batch_size: int) -> jax.ShapeDtypeStruct:
+        return jax.ShapeDtypeStruct((batch_size, *self.shape), np.dtype(self.dtype))
+
+
+class Dataset(abc.ABC):
+    """A host-side source of NumPy batches (not a module; no JAX needed).
+
+    ``spec`` maps each modality (and ``"label"``) to its :class:`FieldSpec`;
+    ``num_classes`` is the label set's size (None for non-classification data).
+    """
+
+    spec: Mapping[str, FieldSpec]
+    num_classes: int | None = None
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(k for k in self.spec if k != LABEL and not k.startswith(MASK_PREFIX))
+
+    @abc.abstractmethod
+    def size(self, split: str) -> int:
+        """Number of examples in ``split`` (``"train"``, ``"test"``, ...)."""
+
+    @abc.abstractmethod
+    def batches(
+        self, split: str, batch_size: int, *, seed: int, shuffle: bool, drop_remainder: bool
+    ) -> Iterator[Batch]:
+        """One pass over ``split``; the last batch may be short unless ``drop_remainder``."""

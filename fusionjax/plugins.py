@@ -1,0 +1,209 @@
+"""Plugin discovery and isolated, all-or-nothing loading.
+
+Plugins are entry points in the group ``fusionjax.plugins``; the bundled
+encoders, fusions and heads are found exactly like third-party ones.  Each
+plugin is imported and registered on its own: one that fails to import, raises
+in its hook, or implements an unknown hook is skipped with a
+:class:`PluginWarning` naming the plugin, its package and version, and none of
+its components are kept.  Environment:
+
+* ``FUSIONJAX_DISABLE_PLUGINS=a,b`` blocks plugins by entry-point or package
+  name *before* they are imported;
+* ``FUSIONJAX_STRICT_PLUGINS=1`` turns a failing plugin into a :class:`PluginError`.
+
+Plugins load in sorted order, so every host of a multi-host run resolves names
+identically.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import re
+import threading
+import traceback
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from fusionjax import hookspecs
+from fusionjax.errors import ComponentError, PluginError
+from fusionjax.registry import KINDS, ComponentSpec, PluginOrigin, Registry
+
+ENTRY_POINT_GROUP = "fusionjax.plugins"
+DISABLE_ENV = "FUSIONJAX_DISABLE_PLUGINS"
+STRICT_ENV = "FUSIONJAX_STRICT_PLUGINS"
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class PluginWarning(UserWarning):
+    """A plugin was skipped because it failed to load."""
+
+
+class Registrar:
+    """Handed to ``fusionjax_register_components``; collects one plugin's components."""
+
+    def __init__(self, origin: PluginOrigin):
+        self.origin = origin
+        self.specs: list[ComponentSpec] = []
+
+    def add(self, kind: str, name: str, target: Any, *, summary: str = "") -> None:
+        if kind not in KINDS:
+            raise ComponentError(f"unknown component kind {kind!r}; kinds are: {', '.join(KINDS)}")
+        if not _NAME.match(name):
+            raise ComponentError(
+                f"component name {name!r} must be lower_snake_case ([a-z][a-z0-9_]*)"
+            )
+        if isinstance(target, str) and ":" not in target:
+            raise ComponentError(f"lazy target {target!r} must be 'module:attr'")
+        if not isinstance(target, str) and not callable(target):
+            raise ComponentError(f"target of {kind} {name!r} is neither callable nor 'module:attr'")
+        if any(s.kind == kind and s.name == name for s in self.specs):
+            raise ComponentError(f"{kind} {name!r} registered twice")
+        self.specs.append(ComponentSpec(kind, name, target, self.origin, summary))
+
+    def encoder(self, name: str, target: Any, *, summary: str = "") -> None:
+        self.add("encoder", name, target, summary=summary)
+
+    def fusion(self, name: str, target: Any, *, summary: str = "") -> None:
+        self.add("fusion", name, target, summary=summary)
+
+    def head(self, name: str, target: Any, *, summary: str = "") -> None:
+        self.add("head", name, target, summary=summary)
+
+    def dataset(self, name: str, target: Any, *, summary: str = "") -> None:
+        self.add("dataset", name, target, summary=summary)
+
+
+@dataclass
+class PluginInfo:
+    """What ``fusionjax plugins list`` shows for one plugin."""
+
+    name: str
+    package: str | None
+    version: str | None
+    status: str  # "active" | "disabled" | "error"
+    components: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class LoadResult:
+    registry: Registry
+    plugins: list[PluginInfo]
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _env_list(var: str) -> set[str]:
+    return {_norm(v) for v in os.environ.get(var, "").split(",") if v.strip()}
+
+
+def discover(path: list[str] | None = None) -> list[md.EntryPoint]:
+    """Entry points of the group, de-duplicated and sorted by (name, package)."""
+    if path is None:
+        eps = md.entry_points(group=ENTRY_POINT_GROUP)
+    else:
+        eps = [ep for d in md.distributions(path=path) for ep in d.entry_points
+               if ep.group == ENTRY_POINT_GROUP]
+    unique = {(ep.name, ep.value, ep.dist.name if ep.dist else None): ep for ep in eps}
+    return sorted(unique.values(), key=lambda ep: (ep.name, ep.dist.name if ep.dist else ""))
+
+
+def load_plugins(
+    entry_points: Iterable[md.EntryPoint] | None = None,
+    *,
+    strict: bool | None = None,
+    disabled: Iterable[str] | None = None,
+) -> LoadResult:
+    """Load every plugin into a new :class:`Registry`, each in isolation."""
+    if strict is None:
+        strict = os.environ.get(STRICT_ENV, "").lower() in ("1", "true", "yes")
+    blocked = _env_list(DISABLE_ENV) if disabled is None else {_norm(d) for d in disabled}
+    eps = discover() if entry_points is None else sorted(entry_points, key=lambda ep: ep.name)
+
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    registry = Registry()
+    infos: list[PluginInfo] = []
+    for ep in eps:
+        package = ep.dist.name if ep.dist else None
+        version = ep.dist.version if ep.dist else None
+        info = PluginInfo(ep.name, package, version, "active")
+        infos.append(info)
+        if _norm(ep.name) in blocked or (package and _norm(package) in blocked):
+            info.status = "disabled"
+            continue
+        origin = PluginOrigin(ep.name, package, version)
+        try:
+            if any(i.name == ep.name and i.status == "active" for i in infos[:-1]):
+                raise PluginError(f"another installed package already provides a plugin named {ep.name!r}")
+            specs = _register_one(pm, ep, origin)
+        except Exception as e:  # noqa: BLE001 - any failure of one plugin is isolated
+            info.status, info.error = "error", f"{type(e).__name__}: {e}"
+            message = f"fusionjax {origin.describe()} was not loaded: {info.error}"
+            if strict:
+                raise PluginError(
+                    f"{message}\n(set by {STRICT_ENV}; unset it to skip broken plugins, or "
+                    f"disable this one with {DISABLE_ENV}={ep.name})"
+                ) from e
+            warnings.warn(f"{message}; skipping it (details: `fusionjax plugins list`)",
+                          PluginWarning, stacklevel=2)
+            info.error += "\n" + "".join(traceback.format_exception(e)[-3:]).rstrip()
+            continue
+        for spec in specs:  # commit only after the whole hook succeeded
+            registry.add(spec)
+        info.components = [f"{s.kind}:{s.name}" for s in specs]
+    return LoadResult(registry, infos)
+
+
+def _register_one(pm: pluggy.PluginManager, ep: md.EntryPoint, origin: PluginOrigin):
+    plugin = ep.load()
+    known = {n for n in dir(hookspecs) if n.startswith("fusionjax_")}
+    marker = hookspecs.PROJECT + "_impl"
+    impls = [n for n in dir(plugin) if hasattr(getattr(plugin, n, None), marker)]
+    unknown = sorted(set(impls) - known)
+    if unknown:
+        raise PluginError(
+            f"implements unknown hook(s) {', '.join(unknown)}; known hooks: {', '.join(sorted(known))}"
+        )
+    if not impls:
+        raise PluginError(f"{ep.value!r} implements no fusionjax hook (known: {', '.join(sorted(known))})")
+    pm.register(plugin, name=ep.name)
+    registrar = Registrar(origin)
+    try:
+        for impl in pm.hook.fusionjax_register_components.get_hookimpls():
+            if impl.plugin is plugin:
+                impl.function(registrar=registrar)
+    except Exception:
+        pm.unregister(plugin)
+        raise
+    return registrar.specs
+
+
+_loaded: LoadResult | None = None
+_lock = threading.Lock()
+
+
+def loaded() -> LoadResult:
+    """The process-wide plugins and registry, loaded on first call."""
+    global _loaded
+    with _lock:
+        if _loaded is None:
+            _loaded = load_plugins()
+        return _loaded
+
+
+def reset() -> None:
+    """Forget loaded plugins (tests; after installing a plugin in-process)."""
+    global _loaded
+    with _lock:
+        _loaded = None

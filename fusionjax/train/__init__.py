@@ -1,0 +1,1 @@
+"""Training: the optimiser from config, the compiled steps, and the loop."""

@@ -1,0 +1,168 @@
+"""The training loop: one ``for`` over steps, logging and evaluation at intervals.
+
+Outputs land in a run directory: ``config.json`` (the resolved config),
+``run.json`` (versions, devices, plugins), ``metrics.jsonl`` (one JSON object per
+log or eval event) and ``checkpoint/params.msgpack`` (the final parameters).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, serialization
+
+from fusionjax.assembly import Assembly
+from fusionjax.errors import ConfigError
+from fusionjax.interfaces import LABEL, Batch
+from fusionjax.parallel import data_mesh, shard_batch
+from fusionjax.train.optim import make_optimizer
+from fusionjax.train.step import Steps, TrainState, make_steps
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    state: TrainState
+    steps: Steps
+    train_metrics: dict[str, float]
+    eval_metrics: dict[str, float]
+
+
+def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
+          log: Callable[[str], None] = print) -> RunResult:
+    cfg = assembly.train
+    mesh = mesh or data_mesh()
+    n_dev = mesh.devices.size
+    eval_batch = cfg.eval_batch_size or cfg.batch_size
+    for key, value in (("train.batch_size", cfg.batch_size), ("train.eval_batch_size", eval_batch)):
+        if value % n_dev:
+            raise ConfigError(f"{value} does not split evenly over {n_dev} devices", key=key,
+                              hint=f"use a multiple of {n_dev}")
+    run_dir = _new_run_dir(run_dir)
+    _write_json(run_dir / "config.json", assembly.resolved_config())
+    _write_json(run_dir / "run.json", _run_facts(mesh))
+
+    model = assembly.build()
+    head = model.head
+    steps = make_steps(model, make_optimizer(cfg.optimizer), mesh)
+    state = steps.init
+    del model  # its arrays now live in `state`
+    head_finalize = type(head).finalize_metrics
+
+    metrics_log = open(run_dir / "metrics.jsonl", "a", buffering=1)
+    batches = _epochs(assembly, cfg.batch_size, cfg.seed)
+    pending: list[dict] = []
+    t_start = t_last = time.perf_counter()
+    train_metrics: dict[str, float] = {}
+    for step in range(1, cfg.steps + 1):
+        state, stats = steps.train(state, shard_batch(next(batches), mesh))
+        pending.append(stats)  # device arrays: nothing waits on the device here
+        if step == 1:
+            jax.block_until_ready(stats)
+            log(f"compiled and ran the first step in {time.perf_counter() - t_start:.1f} s")
+            t_last = time.perf_counter()
+            pending.clear()
+        elif step % cfg.log_every == 0 or step == cfg.steps:
+            totals = _sum_stats(jax.device_get(pending))  # host waits for the device here
+            train_metrics = head_finalize(totals)
+            now = time.perf_counter()
+            rate = len(pending) * cfg.batch_size / (now - t_last)
+            t_last, pending = now, []
+            _emit(metrics_log, {"step": step, "split": "train", **train_metrics,
+                                "examples_per_s": round(rate, 1)})
+            log(f"step {step:>6}/{cfg.steps} | " + _fmt(train_metrics)
+                + f" | {rate:7.1f} ex/s | {now - t_start:6.1f} s")
+
+    eval_metrics = evaluate(steps, state, assembly, cfg.eval_split, eval_batch, mesh)
+    _emit(metrics_log, {"step": cfg.steps, "split": cfg.eval_split, **eval_metrics})
+    metrics_log.close()
+    log(f"{cfg.eval_split}: {_fmt(eval_metrics)}")
+    _save_params(run_dir / "checkpoint" / "params.msgpack", state)
+    log(f"run directory: {run_dir}")
+    return RunResult(run_dir, state, steps, train_metrics, eval_metrics)
+
+
+def evaluate(steps: Steps, state: TrainState, assembly: Assembly, split: str, batch_size: int,
+             mesh) -> dict[str, float]:
+    """Metrics over a whole split; the last short batch is padded with weight-0 rows."""
+    totals = []
+    for batch in assembly.dataset.batches(split, batch_size, seed=0, shuffle=False,
+                                          drop_remainder=False):
+        n = len(batch[LABEL])
+        weights = np.zeros(batch_size, np.float32)
+        weights[:n] = 1.0
+        if n < batch_size:
+            batch = {k: np.concatenate([v, np.repeat(v[-1:], batch_size - n, 0)])
+                     for k, v in batch.items()}
+        totals.append(steps.eval(state, shard_batch(batch, mesh), jnp.asarray(weights)))
+    return type(steps.merge(state).head).finalize_metrics(_sum_stats(jax.device_get(totals)))
+
+
+def _epochs(assembly: Assembly, batch_size: int, seed: int) -> Iterator[Batch]:
+    """Full batches of the train split, reshuffled every epoch."""
+    if assembly.dataset.size("train") < batch_size:
+        raise ConfigError(f"is larger than the {assembly.dataset.size('train')} training "
+                          "examples", key="train.batch_size")
+    for epoch in itertools.count():
+        yield from assembly.dataset.batches("train", batch_size, seed=seed * 1_000_003 + epoch,
+                                            shuffle=True, drop_remainder=True)
+
+
+def _sum_stats(stats: list[dict]) -> dict[str, float]:
+    return {k: float(np.sum([s[k] for s in stats])) for k in stats[0]} if stats else {}
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+
+
+def _emit(f, record: dict) -> None:
+    f.write(json.dumps(record) + "\n")
+
+
+def _new_run_dir(path: str | Path) -> Path:
+    path = Path(path)
+    if (path / "metrics.jsonl").exists():
+        raise ConfigError(f"run directory {str(path)!r} already holds a run", key="train.output_dir",
+                          hint="choose a new train.output_dir (or remove the old run); "
+                               "fusionjax never overwrites a run")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _run_facts(mesh) -> dict:
+    from importlib.metadata import version
+
+    from fusionjax.plugins import loaded
+
+    return {
+        "versions": {p: version(p) for p in ("fusionjax", "jax", "flax", "optax")},
+        "devices": [str(d) for d in mesh.devices.flat],
+        "processes": jax.process_count(),
+        "plugins": {p.name: {"package": p.package, "version": p.version, "status": p.status}
+                    for p in loaded().plugins},
+    }
+
+
+def _save_params(path: Path, state: TrainState) -> None:
+    """The final parameters, written atomically (a temp file, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = serialization.msgpack_serialize(nnx.to_pure_dict(jax.device_get(state.params)))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

@@ -1,0 +1,42 @@
+"""A stack of ``Conv -> activation -> pool`` blocks, shared by the image and audio encoders."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import jax
+from flax import nnx
+
+Pool = Literal["max", "avg", "none"]
+
+
+class ConvStack(nnx.Module):
+    """``[B, H, W, C] -> [B, H', W', channels[-1]]``: 'same' convolutions, ReLU, and
+    ``pool_size`` pooling after each of the first ``pool_layers`` convolutions."""
+
+    def __init__(self, in_channels: int, channels: tuple[int, ...], *, kernel_size: int,
+                 pool: Pool, pool_size: int, pool_layers: int, rngs: nnx.Rngs):
+        convs, c = [], in_channels
+        for out in channels:
+            convs.append(nnx.Conv(c, out, (kernel_size, kernel_size), padding="SAME", rngs=rngs))
+            c = out
+        self.convs = nnx.List(convs)
+        self.pool = pool
+        self.pool_size = pool_size
+        self.pool_layers = pool_layers
+
+    def output_hw(self, h: int, w: int) -> tuple[int, int]:
+        if self.pool != "none":
+            for _ in range(self.pool_layers):
+                h, w = h // self.pool_size, w // self.pool_size
+        return h, w
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        window = (self.pool_size, self.pool_size)
+        for i, conv in enumerate(self.convs):
+            x = jax.nn.relu(conv(x))
+            if i < self.pool_layers and self.pool == "max":
+                x = nnx.max_pool(x, window, strides=window, padding="VALID")
+            elif i < self.pool_layers and self.pool == "avg":
+                x = nnx.avg_pool(x, window, strides=window, padding="VALID")
+        return x

@@ -1,0 +1,88 @@
+"""Spectrogram audio encoder: raw waveform ``[B, samples]`` -> ``[B, dense]``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from fusionjax.errors import ConfigError
+from fusionjax.interfaces import Encoder, TokenSequence
+from fusionjax_plugins.conv import ConvStack, Pool
+from fusionjax_plugins.spectrogram_audio import frontend
+
+
+class SpectrogramAudioEncoder(Encoder):
+    """Log-mel spectrogram (computed inside the compiled step) -> conv stack ->
+    global ``readout`` pool -> dense + ReLU.
+
+    The spectrogram ``[B, frames, n_mels]`` is treated as a one-channel image.
+    ``sample_rate`` defaults to the data set's.  The token sequence is one token
+    per spectrogram frame (the conv features averaged over mel bins).
+    """
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        *,
+        sample_rate: int,
+        n_fft: int = 256,
+        hop_length: int = 128,
+        n_mels: int = 64,
+        fmin: float = 0.0,
+        fmax: float | None = None,
+        log_offset: float = 1e-6,
+        channels: tuple[int, ...] = (32, 64),
+        kernel_size: int = 3,
+        pool: Pool = "max",
+        pool_size: int = 2,
+        pool_layers: int | None = None,
+        readout: Literal["avg", "max"] = "avg",
+        dense: int | None = 128,
+        rngs: nnx.Rngs,
+    ):
+        if len(input_shape) != 1:
+            raise ConfigError(f"expects mono waveforms [samples]; the data gives {input_shape}",
+                              key="type")
+        samples = input_shape[0]
+        if n_fft < 2 or n_fft // 2 >= samples:
+            raise ConfigError(f"must be >= 2 and n_fft // 2 < the {samples} samples per example",
+                              key="n_fft")
+        if hop_length < 1:
+            raise ConfigError("must be >= 1", key="hop_length")
+        fmax_ = sample_rate / 2 if fmax is None else fmax
+        if not 0 <= fmin < fmax_ <= sample_rate / 2:
+            raise ConfigError(f"need 0 <= fmin < fmax <= sample_rate / 2 = {sample_rate / 2}, "
+                              f"got fmin={fmin}, fmax={fmax_}", key="fmax")
+        if n_mels < 1:
+            raise ConfigError("must be >= 1", key="n_mels")
+        if not channels:
+            raise ConfigError("needs at least one conv layer", key="channels")
+        self.frontend = frontend.LogMel(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length,
+                             n_mels=n_mels, fmin=fmin, fmax=fmax, log_offset=log_offset)
+        pool_layers = len(channels) if pool_layers is None else pool_layers
+        self.convs = ConvStack(1, tuple(channels), kernel_size=kernel_size, pool=pool,
+                               pool_size=pool_size, pool_layers=pool_layers, rngs=rngs)
+        frames = frontend.num_frames(samples, hop_length)
+        if min(self.convs.output_hw(frames, n_mels)) < 1:
+            raise ConfigError(f"{pool_layers} poolings shrink the {frames}x{n_mels} spectrogram "
+                              "to nothing", key="pool_layers")
+        self.readout = readout
+        self.dense = nnx.Linear(channels[-1], dense, rngs=rngs) if dense else None
+        self.out_features = dense or channels[-1]
+        self.token_features = channels[-1]
+
+    def spectrogram(self, audio: jax.Array) -> jax.Array:
+        """``[B, samples]`` -> log-mel ``[B, frames, n_mels]``."""
+        return self.frontend(audio)
+
+    def __call__(self, audio: jax.Array) -> jax.Array:
+        f = self.convs(self.spectrogram(audio)[..., None])
+        f = f.mean(axis=(1, 2)) if self.readout == "avg" else f.max(axis=(1, 2))
+        return jax.nn.relu(self.dense(f)) if self.dense is not None else f
+
+    def tokens(self, audio: jax.Array) -> TokenSequence:
+        seq = self.convs(self.spectrogram(audio)[..., None]).mean(axis=2)
+        return TokenSequence(seq, jnp.ones(seq.shape[:2], bool))

@@ -19,6 +19,7 @@ from typing import Any
 
 import jax
 import numpy as np
+import optax
 from flax import nnx
 
 from fusionjax.config.schema import TrainConfig, check_top_level, train_config
@@ -27,6 +28,7 @@ from fusionjax.errors import ComponentError, ConfigError, DataError, did_you_mea
 from fusionjax.interfaces import LABEL, Dataset, Encoder, Fusion, Head
 from fusionjax.model import FusionModel
 from fusionjax.registry import ComponentSpec, Registry, default_registry
+from fusionjax.train.optim import make_optimizer
 
 _BASES = {"encoder": Encoder, "fusion": Fusion, "head": Head, "dataset": Dataset}
 
@@ -76,6 +78,7 @@ class Assembly:
     fusion: Part
     head: Part
     train: TrainConfig
+    optimizer: optax.GradientTransformation
 
     def build(self, seed: int | None = None) -> FusionModel:
         """The model with real parameters (``seed`` defaults to ``train.seed``)."""
@@ -177,6 +180,7 @@ def assemble(config: Mapping[str, Any], registry: Registry | None = None) -> Ass
     config = dict(config)
     check_top_level(config)
     train = train_config(config)
+    optimizer = make_optimizer(train.optimizer)
 
     data_spec = _resolve(registry, "dataset", config["data"], "data")
     data_part = _part(data_spec, config["data"], "data", {}, {})
@@ -201,7 +205,7 @@ def assemble(config: Mapping[str, Any], registry: Registry | None = None) -> Ass
             )
         field = dataset.spec[modality]
         spec = _resolve(registry, "encoder", section, key)
-        defaults = {k: (v, f"data set {data_name!r}'s {modality} {k}")
+        defaults = {k: (v, f"the {modality} {k} of data set {data_name!r}")
                     for k, v in field.metadata.items()}
         part = _part(spec, section, key, {"input_shape": tuple(field.shape)}, defaults)
         encoders[modality] = part
@@ -214,10 +218,10 @@ def assemble(config: Mapping[str, Any], registry: Registry | None = None) -> Ass
     head_spec = _resolve(registry, "head", model_cfg["head"], "model.head")
     defaults = {}
     if dataset.num_classes is not None:
-        defaults["num_classes"] = (dataset.num_classes, f"data set {data_name!r}'s class count")
+        defaults["num_classes"] = (dataset.num_classes, f"the class count of data set {data_name!r}")
     head = _part(head_spec, model_cfg["head"], "model.head", {"in_features": fused}, defaults)
 
-    assembly = Assembly(config, dataset, data_part, encoders, fusion, head, train)
+    assembly = Assembly(config, dataset, data_part, encoders, fusion, head, train, optimizer)
     _check_forward(assembly, widths, fused)
     return assembly
 

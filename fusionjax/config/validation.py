@@ -70,7 +70,10 @@ def type_name(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        return " | ".join(type_name(a) for a in args)
+        names = list(dict.fromkeys(type_name(a) for a in args))
+        if "float" in names:  # Optax-style scalar unions: show what a config can hold
+            names = [n for n in names if n not in ("Array", "ndarray", "number", "complex")]
+        return " | ".join(names)
     if origin is typing.Literal:
         return " | ".join(repr(a) for a in args)
     if origin is tuple:

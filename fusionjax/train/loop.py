@@ -24,7 +24,6 @@ from fusionjax.assembly import Assembly
 from fusionjax.errors import ConfigError
 from fusionjax.interfaces import LABEL, Batch
 from fusionjax.parallel import data_mesh, shard_batch
-from fusionjax.train.optim import make_optimizer
 from fusionjax.train.step import Steps, TrainState, make_steps
 
 
@@ -53,7 +52,7 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
 
     model = assembly.build()
     head = model.head
-    steps = make_steps(model, make_optimizer(cfg.optimizer), mesh)
+    steps = make_steps(model, assembly.optimizer, mesh)
     state = steps.init
     del model  # its arrays now live in `state`
     head_finalize = type(head).finalize_metrics

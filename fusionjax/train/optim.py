@@ -2,7 +2,7 @@
 own keyword arguments checked against its signature.
 
     [train.optimizer]
-    name = "adamw"
+    name = "adamw"            # default: "adam"
     learning_rate = 3e-4
     weight_decay = 1e-4
 """
@@ -23,7 +23,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "lion", "rmsprop", "adagrad", "adafactor",
 
 def make_optimizer(section: Mapping[str, Any]) -> optax.GradientTransformation:
     section = dict(section)
-    name = section.pop("name", None)
+    name = section.pop("name", "adam")
     if name not in OPTIMIZERS:
         raise ConfigError(
             f"unknown optimizer {name!r}{did_you_mean(str(name), OPTIMIZERS)}",

@@ -1,0 +1,45 @@
+"""Shared fixtures: small component settings and a tiny three-modality config."""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A three-modality config small enough to compile and train in seconds.
+TINY = {
+    "model": {
+        "encoders": {
+            "image": {"type": "cnn_image", "channels": [8, 16], "dense": 32},
+            "text": {"type": "lstm_text", "embed_dim": 16, "hidden": 32},
+            "audio": {"type": "spectrogram_audio", "n_fft": 128, "hop_length": 64, "n_mels": 32,
+                      "channels": [8, 16], "dense": 32},
+        },
+        "fusion": {"type": "concat"},
+        "head": {"type": "classification", "hidden": [32]},
+    },
+    "data": {"type": "synthetic", "train_size": 512, "test_size": 256, "image_size": 16,
+             "seq_len": 12, "vocab_size": 100, "num_samples": 2000, "num_classes": 4},
+    "train": {"steps": 60, "batch_size": 32, "log_every": 20, "seed": 0},
+}
+
+
+@pytest.fixture
+def tiny_config() -> dict:
+    return copy.deepcopy(TINY)
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path = ROOT):
+    """``python -m fusionjax ARGS`` in a subprocess (as a user runs it)."""
+    import subprocess
+
+    full_env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "fusionjax", *args], capture_output=True,
+                          text=True, env=full_env, cwd=cwd, timeout=300)

@@ -1,0 +1,147 @@
+"""Plugin discovery and isolation, with real (temporary) installed distributions."""
+
+import sys
+import textwrap
+import uuid
+import warnings
+
+import pytest
+
+from conftest import run_cli
+from fusionjax.errors import PluginError
+from fusionjax.plugins import PluginWarning, discover, load_plugins
+
+GOOD = """
+from fusionjax.hookspecs import hookimpl
+
+class Thing:
+    pass
+
+@hookimpl
+def fusionjax_register_components(registrar):
+    registrar.fusion("{component}", Thing)
+"""
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """Make fake installed distributions under a temporary site directory."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    tag = uuid.uuid4().hex[:8]  # unique module names: nothing leaks between tests
+    made = []
+
+    def make(package, plugin, body, version="1.0"):
+        module = f"{plugin}_{tag}"
+        (tmp_path / f"{module}.py").write_text(textwrap.dedent(body))
+        info = tmp_path / f"{package.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n")
+        (info / "entry_points.txt").write_text(f"[fusionjax.plugins]\n{plugin} = {module}\n")
+        made.append(module)
+        return module
+
+    make.load = lambda **kw: load_plugins(discover(path=[str(tmp_path)]), **kw)
+    yield make
+    for m in made:
+        sys.modules.pop(m, None)
+
+
+def by_name(result):
+    return {p.name: p for p in result.plugins}
+
+
+def test_good_plugin_is_active(site):
+    site("pkg-good", "good", GOOD.format(component="blend"), version="2.1")
+    res = site.load(strict=False, disabled=[])
+    info = by_name(res)["good"]
+    assert (info.package, info.version, info.status) == ("pkg-good", "2.1", "active")
+    assert info.components == ["fusion:blend"]
+    assert res.registry.resolve("fusion", "good/blend").origin.package == "pkg-good"
+
+
+def test_broken_plugins_are_isolated_and_named(site):
+    site("pkg-good", "good", GOOD.format(component="blend"))
+    site("pkg-imp", "imports_badly", "import no_such_dependency_abc\n", version="0.3")
+    site("pkg-raise", "raises", """
+        from fusionjax.hookspecs import hookimpl
+        class T: pass
+        @hookimpl
+        def fusionjax_register_components(registrar):
+            registrar.fusion("half_done", T)   # registered, then the hook fails
+            raise RuntimeError("boom in hook")
+        """)
+    site("pkg-unknown", "unknown_hook", """
+        from fusionjax.hookspecs import hookimpl
+        class T: pass
+        @hookimpl
+        def fusionjax_register_components(registrar):
+            registrar.fusion("sneaky", T)
+        @hookimpl
+        def fusionjax_register_widgets(registrar):
+            pass
+        """)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = site.load(strict=False, disabled=[])
+    infos = by_name(res)
+    assert infos["good"].status == "active"
+    assert infos["imports_badly"].status == "error"
+    assert "no_such_dependency_abc" in infos["imports_badly"].error
+    assert infos["raises"].status == "error" and "boom in hook" in infos["raises"].error
+    assert infos["unknown_hook"].status == "error"
+    assert "fusionjax_register_widgets" in infos["unknown_hook"].error
+    # all-or-nothing: nothing of a failed plugin is registered
+    assert res.registry.names("fusion") == ["blend", "good/blend"]
+    messages = [str(w.message) for w in caught if issubclass(w.category, PluginWarning)]
+    assert len(messages) == 3
+    assert any("'imports_badly'" in m and "pkg-imp 0.3" in m for m in messages)
+
+
+def test_strict_mode_raises(site):
+    site("pkg-imp", "imports_badly", "import no_such_dependency_abc\n")
+    with pytest.raises(PluginError, match="imports_badly"):
+        site.load(strict=True, disabled=[])
+
+
+def test_disabled_plugins_are_never_imported(site):
+    by_ep = site("pkg-one", "one", "raise SystemExit('must not be imported')\n")
+    by_pkg = site("pkg-two", "two", "raise SystemExit('must not be imported')\n")
+    res = site.load(strict=True, disabled=["one", "PKG_two"])  # names are normalised
+    assert [p.status for p in res.plugins] == ["disabled", "disabled"]
+    assert by_ep not in sys.modules and by_pkg not in sys.modules
+
+
+def test_load_order_is_sorted(site):
+    for name in ("zeta", "alpha", "mid"):
+        site(f"pkg-{name}", name, GOOD.format(component=name))
+    res = site.load(strict=False, disabled=[])
+    assert [p.name for p in res.plugins] == ["alpha", "mid", "zeta"]
+
+
+def test_import_fusionjax_loads_no_plugin_and_no_jax():
+    import subprocess
+
+    code = ("import sys, fusionjax; "
+            "assert 'jax' not in sys.modules, 'jax imported'; "
+            "assert not [m for m in sys.modules if m.startswith('fusionjax_plugins')]; "
+            "print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_cli_lists_bundled_plugins_and_honours_disable():
+    import json
+
+    out = run_cli("plugins", "list", "--json")
+    assert out.returncode == 0, out.stderr
+    plugins = {p["name"]: p for p in json.loads(out.stdout)}
+    for name in ("cnn_image", "lstm_text", "spectrogram_audio", "basic_fusions", "classification"):
+        assert plugins[name]["status"] == "active"
+        assert plugins[name]["package"] == "fusionjax"
+    assert "encoder:spectrogram_audio" in plugins["spectrogram_audio"]["components"]
+
+    out = run_cli("plugins", "list", "--json", env={"FUSIONJAX_DISABLE_PLUGINS": "lstm_text"})
+    assert {p["name"]: p["status"] for p in json.loads(out.stdout)}["lstm_text"] == "disabled"
+    out = run_cli("components", "list", "--kind", "encoder", "--json",
+                  env={"FUSIONJAX_DISABLE_PLUGINS": "lstm_text"})
+    assert "lstm_text" not in {c["name"] for c in json.loads(out.stdout)}

@@ -72,7 +72,8 @@ def type_name(annotation: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         names = list(dict.fromkeys(type_name(a) for a in args))
         if "float" in names:  # Optax-style scalar unions: show what a config can hold
-            names = [n for n in names if n not in ("Array", "ndarray", "number", "complex")]
+            names = [n for n in names
+                     if n.rsplit(".", 1)[-1] not in ("Array", "ndarray", "number", "complex")]
         return " | ".join(names)
     if origin is typing.Literal:
         return " | ".join(repr(a) for a in args)

@@ -1,0 +1,149 @@
+"""The contract every registered encoder, fusion and head keeps, plus each bundled
+component's own promises (padding, masks)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from fusionjax.interfaces import Encoder, Fusion, Head, TokenSequence
+from fusionjax.registry import default_registry
+
+B = 3
+# Small settings per encoder, and the input it takes: (input_shape, make input).
+ENCODERS = {
+    "cnn_image": ((12, 12, 1), {"channels": [4, 8], "dense": 16},
+                  lambda r: r.standard_normal((B, 12, 12, 1)).astype(np.float32)),
+    "lstm_text": ((7,), {"vocab_size": 30, "embed_dim": 8, "hidden": 8, "bidirectional": True,
+                         "layers": 2},
+                  lambda r: np.where(np.arange(7) < r.integers(1, 8, (B, 1)),
+                                     r.integers(1, 30, (B, 7)), 0).astype(np.int32)),
+    "spectrogram_audio": ((800,), {"sample_rate": 8000, "n_fft": 64, "hop_length": 32,
+                                   "n_mels": 16, "channels": [4, 8], "dense": 16},
+                          lambda r: r.standard_normal((B, 800)).astype(np.float32)),
+}
+IN = {"a": 6, "b": 6, "c": 6}
+FUSIONS = {"concat": {}, "sum": {}}
+HEADS = {"classification": {"num_classes": 5, "hidden": [8]}}
+
+
+def registered(kind):
+    return sorted({s.name for s in default_registry() if s.kind == kind})
+
+
+def test_every_bundled_component_has_a_contract_case():
+    bundled = {s.name for s in default_registry() if s.origin.package == "fusionjax"}
+    assert bundled >= set(ENCODERS) | set(FUSIONS) | set(HEADS)
+    for kind, table in (("encoder", ENCODERS), ("fusion", FUSIONS), ("head", HEADS)):
+        missing = {s.name for s in default_registry()
+                   if s.kind == kind and s.origin.package == "fusionjax"} - set(table)
+        assert not missing, f"bundled {kind}s without a contract case: {missing}"
+
+
+def build(kind, name, **kwargs):
+    return default_registry().resolve(kind, name).load()(**kwargs, rngs=nnx.Rngs(0))
+
+
+def check_roundtrip_and_jit(module, fn, *args):
+    out = fn(module, *args)
+    graphdef, state = nnx.split(module)
+    again = nnx.merge(graphdef, state)
+    np.testing.assert_array_equal(fn(again, *args), out)
+
+    @jax.jit
+    def pure(state, *a):
+        return fn(nnx.merge(graphdef, state), *a)
+
+    np.testing.assert_allclose(pure(state, *args), out, rtol=1e-5, atol=1e-6)
+    # finite gradients for every parameter
+    params = nnx.state(module, nnx.Param)
+    rest = nnx.state(module, nnx.Not(nnx.Param))
+    grads = jax.grad(lambda p: jnp.sum(fn(nnx.merge(graphdef, p, rest), *args) ** 2))(params)
+    for g in jax.tree.leaves(grads):
+        assert np.all(np.isfinite(g))
+    assert jax.tree.leaves(grads) == [] or any(np.any(g != 0) for g in jax.tree.leaves(grads))
+    return out
+
+
+@pytest.mark.parametrize("name", registered("encoder"))
+def test_encoder_contract(name):
+    if name not in ENCODERS:
+        pytest.skip(f"third-party encoder {name!r}: tested by its own package")
+    shape, kwargs, make = ENCODERS[name]
+    enc = build("encoder", name, input_shape=shape, **kwargs)
+    assert isinstance(enc, Encoder)
+    x = jnp.asarray(make(np.random.default_rng(0)))
+    out = check_roundtrip_and_jit(enc, lambda m, v: m(v), x)
+    assert out.shape == (B, enc.out_features) and np.all(np.isfinite(out))
+    seq = enc.tokens(x)
+    assert isinstance(seq, TokenSequence)
+    assert seq.values.shape[0] == B and seq.values.shape[2] == enc.token_features
+    assert seq.valid.shape == seq.values.shape[:2] and seq.valid.dtype == bool
+    # determinism: same seed, same parameters
+    again = build("encoder", name, input_shape=shape, **kwargs)
+    np.testing.assert_array_equal(again(x), out)
+
+
+@pytest.mark.parametrize("name", registered("fusion"))
+def test_fusion_contract(name):
+    if name not in FUSIONS:
+        pytest.skip(f"third-party fusion {name!r}: tested by its own package")
+    fusion = build("fusion", name, in_features=IN, **FUSIONS[name])
+    assert isinstance(fusion, Fusion)
+    r = np.random.default_rng(1)
+    emb = {m: jnp.asarray(r.standard_normal((B, w)), jnp.float32) for m, w in IN.items()}
+    masks = {m: jnp.array([True, m != "b", m == "a"]) for m in IN}
+    out = check_roundtrip_and_jit(fusion, lambda f, e, k: f(e, k), emb, masks)
+    assert out.shape == (B, fusion.out_features)
+    # an absent modality contributes nothing: change its data, nothing changes
+    # b is absent from rows 1-2, c from row 2
+    changed = dict(emb, b=emb["b"].at[1:].set(1e3), c=emb["c"].at[2].set(jnp.nan))
+    np.testing.assert_array_equal(fusion(changed, masks)[1:], out[1:])
+    assert np.all(np.isfinite(fusion(changed, masks)))
+
+
+@pytest.mark.parametrize("name", registered("head"))
+def test_head_contract(name):
+    if name not in HEADS:
+        pytest.skip(f"third-party head {name!r}: tested by its own package")
+    head = build("head", name, in_features=6, **HEADS[name])
+    assert isinstance(head, Head)
+    feats = jnp.asarray(np.random.default_rng(2).standard_normal((B, 6)), jnp.float32)
+    labels = jnp.array([0, 1, 4])
+    preds = check_roundtrip_and_jit(head, lambda h, f: h(f), feats)
+    loss = head.loss(preds, labels)
+    assert loss.shape == () and np.isfinite(loss)
+    stats = head.metric_stats(preds, labels, jnp.array([1.0, 1.0, 0.0]))
+    metrics = head.finalize_metrics(jax.device_get(stats))
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    # additive statistics: two halves sum to the whole
+    s1 = head.metric_stats(preds[:2], labels[:2], jnp.ones(2))
+    s2 = head.metric_stats(preds[2:], labels[2:], jnp.ones(1))
+    whole = head.metric_stats(preds, labels, jnp.ones(3))
+    for k in whole:
+        np.testing.assert_allclose(s1[k] + s2[k], whole[k], rtol=1e-6)
+
+
+@pytest.mark.parametrize("bidirectional,layers", [(False, 1), (True, 2)])
+def test_lstm_padding_never_changes_the_embedding(bidirectional, layers):
+    enc = build("encoder", "lstm_text", input_shape=(10,), vocab_size=40, embed_dim=8, hidden=12,
+                bidirectional=bidirectional, layers=layers)
+    row = jnp.array([[5, 9, 3, 17]], jnp.int32)
+    padded = jnp.array([[5, 9, 3, 17, 0, 0, 0, 0, 0, 0],
+                        [1, 2, 0, 0, 0, 0, 0, 0, 0, 0]], jnp.int32)
+    np.testing.assert_allclose(enc(padded)[0], enc(row)[0], rtol=1e-5, atol=1e-6)
+    # and the state is the one after the last real token: different content, different output
+    assert not np.allclose(enc(padded)[0], enc(padded)[1])
+    seq = enc.tokens(padded)
+    assert np.all(seq.values[0, 4:] == 0) and seq.valid[0].tolist() == [True] * 4 + [False] * 6
+
+
+def test_sum_projects_to_a_common_width():
+    fusion = build("fusion", "sum", in_features={"a": 3, "b": 7}, features=5)
+    out = fusion({"a": jnp.ones((2, 3)), "b": jnp.ones((2, 7))},
+                 {"a": jnp.array([True, True]), "b": jnp.array([True, False])})
+    assert out.shape == (2, 5)
+    only_a = fusion({"a": jnp.ones((2, 3)), "b": jnp.zeros((2, 7))},
+                    {"a": jnp.array([True, True]), "b": jnp.array([False, False])})
+    np.testing.assert_allclose(out[1], only_a[1], rtol=1e-6)

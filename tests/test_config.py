@@ -6,8 +6,8 @@ import json
 import jax
 import pytest
 import yaml
-
 from conftest import ROOT, run_cli
+
 from fusionjax.assembly import assemble
 from fusionjax.config import apply_overrides, load_config, parse_override
 from fusionjax.errors import ConfigError

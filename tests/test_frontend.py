@@ -3,7 +3,6 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from fusionjax_plugins.spectrogram_audio import frontend
 
 librosa = pytest.importorskip("librosa", reason="librosa is a dev dependency: pip install -e '.[dev]'")

@@ -6,8 +6,8 @@ import uuid
 import warnings
 
 import pytest
-
 from conftest import run_cli
+
 from fusionjax.errors import PluginError
 from fusionjax.plugins import PluginWarning, discover, load_plugins
 

@@ -7,8 +7,8 @@ import textwrap
 
 import jax
 import numpy as np
-
 from conftest import ROOT, TINY, run_cli
+
 from fusionjax.assembly import assemble
 from fusionjax.config import apply_overrides
 from fusionjax.parallel import data_mesh, shard_batch

@@ -7,10 +7,10 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from fusionjax_plugins.conv import ConvStack, Pool
 
 from fusionjax.errors import ConfigError
 from fusionjax.interfaces import Encoder, TokenSequence
-from fusionjax_plugins.conv import ConvStack, Pool
 
 
 class CNNImageEncoder(Encoder):

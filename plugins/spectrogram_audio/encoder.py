@@ -7,11 +7,11 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from fusionjax_plugins.conv import ConvStack, Pool
+from fusionjax_plugins.spectrogram_audio import frontend
 
 from fusionjax.errors import ConfigError
 from fusionjax.interfaces import Encoder, TokenSequence
-from fusionjax_plugins.conv import ConvStack, Pool
-from fusionjax_plugins.spectrogram_audio import frontend
 
 
 class SpectrogramAudioEncoder(Encoder):

@@ -23,7 +23,7 @@ import optax
 from flax import nnx
 
 from fusionjax.config.schema import TrainConfig, check_top_level, train_config
-from fusionjax.config.validation import bind, signature_params
+from fusionjax.config.validation import as_config_value, bind, signature_params
 from fusionjax.errors import ComponentError, ConfigError, DataError, did_you_mean
 from fusionjax.interfaces import LABEL, Dataset, Encoder, Fusion, Head
 from fusionjax.model import FusionModel
@@ -44,8 +44,7 @@ class Part:
 
     def resolved(self) -> dict[str, Any]:
         """This part's config section with every default filled in."""
-        settings = {k: list(v) if isinstance(v, tuple) else v
-                    for k, v in self.kwargs.items() if k not in self.injected}
+        settings = {k: as_config_value(v) for k, v in self.kwargs.items() if k not in self.injected}
         return {"type": self.spec.qualified_name, **settings}
 
     @property
@@ -123,7 +122,8 @@ def _count(state) -> int:
 
 def _resolve(registry: Registry, kind: str, section: Any, key: str) -> ComponentSpec:
     if not isinstance(section, dict):
-        raise ConfigError(f"must be a table with a 'type' key, got {section!r}", key=key)
+        raise ConfigError(f"must be a table with a 'type' key, got {section!r}", key=key,
+                          hint=f"e.g. [{key}] with type = \"<{kind} name>\"")
     name = section.get("type")
     if not isinstance(name, str):
         raise ConfigError(
@@ -180,16 +180,13 @@ def assemble(config: Mapping[str, Any], registry: Registry | None = None) -> Ass
     config = dict(config)
     check_top_level(config)
     train = train_config(config)
-    optimizer = make_optimizer(train.optimizer)
+    optimizer, optimizer_section = make_optimizer(train.optimizer)
+    train = dataclasses.replace(train, optimizer=optimizer_section)
 
     data_spec = _resolve(registry, "dataset", config["data"], "data")
     data_part = _part(data_spec, config["data"], "data", {}, {})
     dataset = data_part.build(train.seed)
-    try:
-        dataset.size(train.eval_split)
-    except Exception:  # noqa: BLE001
-        raise ConfigError(f"data set {data_spec.qualified_name!r} has no split "
-                          f"{train.eval_split!r}", key="train.eval_split") from None
+    _check_data(dataset, data_spec.qualified_name, train)
     data_name = data_spec.qualified_name
 
     model_cfg = config["model"]
@@ -224,6 +221,20 @@ def assemble(config: Mapping[str, Any], registry: Registry | None = None) -> Ass
     assembly = Assembly(config, dataset, data_part, encoders, fusion, head, train, optimizer)
     _check_forward(assembly, widths, fused)
     return assembly
+
+
+def _check_data(dataset: Dataset, name: str, train: TrainConfig) -> None:
+    """The splits the run reads exist and hold at least one batch."""
+    for split, key in (("train", "data"), (train.eval_split, "train.eval_split")):
+        try:
+            size = dataset.size(split)
+        except Exception as e:  # noqa: BLE001 - the data set's own message says which splits exist
+            raise ConfigError(f"data set {name!r} has no split {split!r}: {e}", key=key) from None
+        if size < 1:
+            raise ConfigError(f"split {split!r} of data set {name!r} is empty", key=key)
+    if dataset.size("train") < train.batch_size:
+        raise ConfigError(f"{train.batch_size} is larger than the {dataset.size('train')} "
+                          f"training examples of data set {name!r}", key="train.batch_size")
 
 
 def _width(module: Any, attr: str, part: Part) -> int:

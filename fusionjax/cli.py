@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fusionjax: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `fusionjax plugins list --json | head`
+        sys.stderr.close()
+        return 0
 
 
 def _parser() -> argparse.ArgumentParser:

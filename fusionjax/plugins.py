@@ -104,7 +104,7 @@ def _norm(name: str) -> str:
 
 
 def _env_list(var: str) -> set[str]:
-    return {_norm(v) for v in os.environ.get(var, "").split(",") if v.strip()}
+    return {_norm(v.strip()) for v in os.environ.get(var, "").split(",") if v.strip()}
 
 
 def discover(path: list[str] | None = None) -> list[md.EntryPoint]:
@@ -114,6 +114,11 @@ def discover(path: list[str] | None = None) -> list[md.EntryPoint]:
     else:
         eps = [ep for d in md.distributions(path=path) for ep in d.entry_points
                if ep.group == ENTRY_POINT_GROUP]
+    return _dedupe(eps)
+
+
+def _dedupe(eps: Iterable[md.EntryPoint]) -> list[md.EntryPoint]:
+    """One entry per (name, target, package), sorted by (name, package)."""
     unique = {(ep.name, ep.value, ep.dist.name if ep.dist else None): ep for ep in eps}
     return sorted(unique.values(), key=lambda ep: (ep.name, ep.dist.name if ep.dist else ""))
 
@@ -128,7 +133,7 @@ def load_plugins(
     if strict is None:
         strict = os.environ.get(STRICT_ENV, "").lower() in ("1", "true", "yes")
     blocked = _env_list(DISABLE_ENV) if disabled is None else {_norm(d) for d in disabled}
-    eps = discover() if entry_points is None else sorted(entry_points, key=lambda ep: ep.name)
+    eps = discover() if entry_points is None else _dedupe(entry_points)
 
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
@@ -152,8 +157,8 @@ def load_plugins(
             message = f"fusionjax {origin.describe()} was not loaded: {info.error}"
             if strict:
                 raise PluginError(
-                    f"{message}\n(set by {STRICT_ENV}; unset it to skip broken plugins, or "
-                    f"disable this one with {DISABLE_ENV}={ep.name})"
+                    f"{message}\n(strict plugin loading, {STRICT_ENV}=1: unset it to skip broken "
+                    f"plugins, or disable this one with {DISABLE_ENV}={ep.name})"
                 ) from e
             warnings.warn(f"{message}; skipping it (details: `fusionjax plugins list`)",
                           PluginWarning, stacklevel=2)

@@ -7,6 +7,8 @@ from typing import Literal
 import jax
 from flax import nnx
 
+from fusionjax.errors import ConfigError
+
 Pool = Literal["max", "avg", "none"]
 
 
@@ -16,6 +18,10 @@ class ConvStack(nnx.Module):
 
     def __init__(self, in_channels: int, channels: tuple[int, ...], *, kernel_size: int,
                  pool: Pool, pool_size: int, pool_layers: int, rngs: nnx.Rngs):
+        for key, value in (("kernel_size", kernel_size), ("pool_size", pool_size),
+                           ("channels", min(channels, default=0))):
+            if value < 1:
+                raise ConfigError(f"must be >= 1, got {value}", key=key)
         convs, c = [], in_channels
         for out in channels:
             convs.append(nnx.Conv(c, out, (kernel_size, kernel_size), padding="SAME", rngs=rngs))

@@ -147,3 +147,25 @@ def test_cli_config_check_exit_codes(tmp_path):
     assert "model.encoders.audio.n_mel" in bad.stderr and "did you mean 'n_mels'" in bad.stderr
     usage = run_cli("config", "check")
     assert usage.returncode == 2
+
+
+def test_checks_that_need_the_data_set_happen_at_assembly(tiny_config):
+    msg = config_error(tiny_config, "train.batch_size=100000")
+    assert msg.startswith("train.batch_size: 100000 is larger than the 512 training examples")
+    msg = config_error(tiny_config, "train.eval_split=valid")
+    assert msg.startswith("train.eval_split: data set 'synthetic/synthetic' has no split 'valid'")
+    assert "train, test" in msg
+
+
+def test_optimizer_arguments_are_type_checked(tiny_config):
+    msg = config_error(tiny_config, 'train.optimizer={name="adamw", learning_rate="abc"}')
+    assert msg.startswith("train.optimizer.learning_rate: expected float")
+
+
+def test_resolved_config_is_complete(tiny_config):
+    resolved = assemble(apply_overrides(tiny_config, ["train.optimizer.learning_rate=3e-4"])
+                        ).resolved_config()
+    assert resolved["model"]["encoders"]["image"]["kernel_size"] == 3  # a constructor default
+    assert resolved["train"]["optimizer"]["name"] == "adam"  # the default optimiser, named
+    assert resolved["train"]["optimizer"]["learning_rate"] == 3e-4
+    assert assemble(resolved).resolved_config() == resolved  # a fixed point

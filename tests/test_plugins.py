@@ -145,3 +145,11 @@ def test_cli_lists_bundled_plugins_and_honours_disable():
     out = run_cli("components", "list", "--kind", "encoder", "--json",
                   env={"FUSIONJAX_DISABLE_PLUGINS": "lstm_text"})
     assert "lstm_text" not in {c["name"] for c in json.loads(out.stdout)}
+
+
+def test_disable_env_var_tolerates_spaces(site, monkeypatch):
+    site("pkg-one", "one", GOOD.format(component="x1"))
+    site("pkg-two", "two", GOOD.format(component="x2"))
+    monkeypatch.setenv("FUSIONJAX_DISABLE_PLUGINS", " one , Pkg-Two ")
+    res = site.load(strict=False)
+    assert [p.status for p in res.plugins] == ["disabled", "disabled"]

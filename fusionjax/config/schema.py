@@ -57,8 +57,10 @@ def check_top_level(config: Mapping[str, Any]) -> None:
                 hint="sections are: " + "; ".join(f"{k} ({v})" for k, v in SECTIONS.items()),
             )
     for key in ("model", "data"):
-        if not isinstance(config.get(key), dict):
+        if key not in config:
             raise ConfigError(f"missing section [{key}] ({SECTIONS[key]})", key=key)
+        if not isinstance(config[key], dict):
+            raise ConfigError(f"must be a table, got {config[key]!r}", key=key)
     model = config["model"]
     for key in model:
         if key not in MODEL_SECTIONS:
@@ -67,8 +69,10 @@ def check_top_level(config: Mapping[str, Any]) -> None:
                 hint="[model] holds: " + ", ".join(MODEL_SECTIONS),
             )
     for key in MODEL_SECTIONS:
-        if not isinstance(model.get(key), dict):
+        if key not in model:
             raise ConfigError(f"missing table [model.{key}]", key=f"model.{key}")
+        if not isinstance(model[key], dict):
+            raise ConfigError(f"must be a table, got {model[key]!r}", key=f"model.{key}")
     if not model["encoders"]:
         raise ConfigError("needs at least one modality, e.g. [model.encoders.image]",
                           key="model.encoders")

@@ -38,7 +38,16 @@ class Param:
 
     def describe(self) -> str:
         text = f"{self.name}: {type_name(self.annotation)}"
-        return text if self.required else f"{text} = {self.default!r}"
+        return text if self.required else f"{text} = {as_config_value(self.default)!r}"
+
+
+def as_config_value(value: Any) -> Any:
+    """``value`` as a config file spells it (tuples are lists)."""
+    if isinstance(value, (tuple, list)):
+        return [as_config_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: as_config_value(v) for k, v in value.items()}
+    return value
 
 
 def signature_params(fn: Callable, skip: tuple[str, ...] = ("rngs",)) -> tuple[dict[str, Param], bool]:
@@ -47,8 +56,10 @@ def signature_params(fn: Callable, skip: tuple[str, ...] = ("rngs",)) -> tuple[d
     init = fn.__init__ if inspect.isclass(fn) else fn
     try:
         hints = typing.get_type_hints(fn if dataclasses.is_dataclass(fn) else init)
-    except Exception:  # noqa: BLE001 - unresolvable annotations are simply not checked
-        hints = {}
+    except Exception:  # noqa: BLE001 - one unresolvable annotation: resolve the others one by one
+        hints = _hints_one_by_one(init)
+    factories = {f.name: f.default_factory for f in dataclasses.fields(fn)
+                 if f.default_factory is not dataclasses.MISSING} if dataclasses.is_dataclass(fn) else {}
     params, var_kw = {}, False
     # the signature of __init__ itself: metaclasses (NNX's among them) may hide the class's
     sig = inspect.signature(init)
@@ -58,8 +69,20 @@ def signature_params(fn: Callable, skip: tuple[str, ...] = ("rngs",)) -> tuple[d
         if p.kind is p.VAR_KEYWORD:
             var_kw = True
         elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in skip:
-            params[p.name] = Param(p.name, hints.get(p.name, _EMPTY), p.default)
+            default = factories[p.name]() if p.name in factories else p.default
+            params[p.name] = Param(p.name, hints.get(p.name, _EMPTY), default)
     return params, var_kw
+
+
+def _hints_one_by_one(fn: Callable) -> dict[str, Any]:
+    hints = {}
+    namespace = getattr(inspect.unwrap(fn), "__globals__", {})
+    for name, ann in getattr(fn, "__annotations__", {}).items():
+        try:
+            hints[name] = eval(ann, namespace) if isinstance(ann, str) else ann  # noqa: S307
+        except Exception:  # noqa: BLE001
+            pass
+    return hints
 
 
 def type_name(annotation: Any) -> str:
@@ -216,6 +239,8 @@ def bind(
     for name, p in params.items():
         if name in injected:
             kwargs[name] = injected[name]
+        elif not p.required and name not in kwargs:
+            kwargs[name] = p.default
         elif p.required and name not in kwargs:
             raise ConfigError(
                 f"missing required parameter {p.describe()} of {owner}", key=f"{key}.{name}",

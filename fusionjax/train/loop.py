@@ -108,9 +108,6 @@ def evaluate(steps: Steps, state: TrainState, assembly: Assembly, split: str, ba
 
 def _epochs(assembly: Assembly, batch_size: int, seed: int) -> Iterator[Batch]:
     """Full batches of the train split, reshuffled every epoch."""
-    if assembly.dataset.size("train") < batch_size:
-        raise ConfigError(f"is larger than the {assembly.dataset.size('train')} training "
-                          "examples", key="train.batch_size")
     for epoch in itertools.count():
         yield from assembly.dataset.batches("train", batch_size, seed=seed * 1_000_003 + epoch,
                                             shuffle=True, drop_remainder=True)
@@ -131,9 +128,9 @@ def _emit(f, record: dict) -> None:
 def _new_run_dir(path: str | Path) -> Path:
     path = Path(path)
     if (path / "metrics.jsonl").exists():
-        raise ConfigError(f"run directory {str(path)!r} already holds a run", key="train.output_dir",
-                          hint="choose a new train.output_dir (or remove the old run); "
-                               "fusionjax never overwrites a run")
+        raise ConfigError(f"run directory {str(path)!r} already holds a run",
+                          hint="choose a new directory (--output-dir or train.output_dir), or "
+                               "remove the old run; fusionjax never overwrites a run")
     path.mkdir(parents=True, exist_ok=True)
     return path
 

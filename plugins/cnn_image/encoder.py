@@ -19,7 +19,7 @@ class CNNImageEncoder(Encoder):
     ``channels`` gives one 'same' ``kernel_size`` convolution (+ ReLU) each; the
     first ``pool_layers`` (default: all) are followed by ``pool_size`` pooling.
     ``readout`` is ``"flatten"`` (sized from the data set's image shape), or a
-    global ``"avg"``/``"max"`` pool.  ``dense=None`` drops the final layer.
+    global ``"avg"``/``"max"`` pool.  ``dense = 0`` drops the final dense layer.
     The token sequence is the final feature map, one token per position.
 
     Example (MNIST-sized): ``channels=[32, 64], readout="flatten", dense=128``.
@@ -35,7 +35,7 @@ class CNNImageEncoder(Encoder):
         pool_size: int = 2,
         pool_layers: int | None = None,
         readout: Literal["flatten", "avg", "max"] = "flatten",
-        dense: int | None = 128,
+        dense: int = 128,
         rngs: nnx.Rngs,
     ):
         if len(input_shape) not in (2, 3):
@@ -46,6 +46,8 @@ class CNNImageEncoder(Encoder):
                               key="channels")
         h, w = input_shape[:2]
         c = input_shape[2] if len(input_shape) == 3 else 1
+        if dense < 0:
+            raise ConfigError(f"must be >= 1, or 0 for no dense layer; got {dense}", key="dense")
         pool_layers = len(channels) if pool_layers is None else pool_layers
         if not 0 <= pool_layers <= len(channels):
             raise ConfigError(f"must be in 0..{len(channels)}", key="pool_layers")
@@ -58,8 +60,8 @@ class CNNImageEncoder(Encoder):
                               hint="use fewer pool_layers or a smaller pool_size")
         self.readout = readout
         flat = oh * ow * channels[-1] if readout == "flatten" else channels[-1]
-        self.dense = nnx.Linear(flat, dense, rngs=rngs) if dense else None
-        self.out_features = dense or flat
+        self.dense = nnx.Linear(flat, dense, rngs=rngs) if dense > 0 else None
+        self.out_features = dense if dense > 0 else flat
         self.token_features = channels[-1]
 
     def _feature_map(self, x: jax.Array) -> jax.Array:

@@ -16,7 +16,7 @@ from fusionjax.interfaces import Encoder, TokenSequence
 
 class SpectrogramAudioEncoder(Encoder):
     """Log-mel spectrogram (computed inside the compiled step) -> conv stack ->
-    global ``readout`` pool -> dense + ReLU.
+    global ``readout`` pool -> dense + ReLU (``dense = 0`` drops the dense layer).
 
     The spectrogram ``[B, frames, n_mels]`` is treated as a one-channel image.
     ``sample_rate`` defaults to the data set's.  The token sequence is one token
@@ -40,7 +40,7 @@ class SpectrogramAudioEncoder(Encoder):
         pool_size: int = 2,
         pool_layers: int | None = None,
         readout: Literal["avg", "max"] = "avg",
-        dense: int | None = 128,
+        dense: int = 128,
         rngs: nnx.Rngs,
     ):
         if len(input_shape) != 1:
@@ -62,6 +62,8 @@ class SpectrogramAudioEncoder(Encoder):
             raise ConfigError("needs at least one conv layer", key="channels")
         self.frontend = frontend.LogMel(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length,
                              n_mels=n_mels, fmin=fmin, fmax=fmax, log_offset=log_offset)
+        if dense < 0:
+            raise ConfigError(f"must be >= 1, or 0 for no dense layer; got {dense}", key="dense")
         pool_layers = len(channels) if pool_layers is None else pool_layers
         self.convs = ConvStack(1, tuple(channels), kernel_size=kernel_size, pool=pool,
                                pool_size=pool_size, pool_layers=pool_layers, rngs=rngs)
@@ -70,8 +72,8 @@ class SpectrogramAudioEncoder(Encoder):
             raise ConfigError(f"{pool_layers} poolings shrink the {frames}x{n_mels} spectrogram "
                               "to nothing", key="pool_layers")
         self.readout = readout
-        self.dense = nnx.Linear(channels[-1], dense, rngs=rngs) if dense else None
-        self.out_features = dense or channels[-1]
+        self.dense = nnx.Linear(channels[-1], dense, rngs=rngs) if dense > 0 else None
+        self.out_features = dense if dense > 0 else channels[-1]
         self.token_features = channels[-1]
 
     def spectrogram(self, audio: jax.Array) -> jax.Array:

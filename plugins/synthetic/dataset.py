@@ -45,10 +45,16 @@ class SyntheticDataset(Dataset):
         noise: float = 1.0,
         seed: int = 0,
     ):
-        for m in (*modalities, *(informative or ())):
-            if m not in MODALITIES:
-                raise ConfigError(f"unknown modality {m!r}; choose from {', '.join(MODALITIES)}",
-                                  key="modalities")
+        for key, names in (("modalities", modalities), ("informative", informative or ())):
+            for m in names:
+                if m not in MODALITIES:
+                    raise ConfigError(f"unknown modality {m!r}; choose from {', '.join(MODALITIES)}",
+                                      key=key)
+        for key, value in (("train_size", train_size), ("test_size", test_size),
+                           ("image_size", image_size), ("seq_len", seq_len),
+                           ("num_samples", num_samples), ("sample_rate", sample_rate)):
+            if value < 1:
+                raise ConfigError(f"must be >= 1, got {value}", key=key)
         if not 2 <= num_classes <= min(25, vocab_size - 2):
             raise ConfigError("must be in 2..25 (and below vocab_size - 1)", key="num_classes")
         if 200 + 300 * (num_classes - 1) >= sample_rate / 2:
@@ -74,8 +80,7 @@ class SyntheticDataset(Dataset):
 
     def _check_split(self, split: str) -> str:
         if split not in self.sizes:
-            raise ConfigError(f"unknown split {split!r}; this data set has: "
-                              f"{', '.join(self.sizes)}", key="train.eval_split")
+            raise KeyError(f"unknown split {split!r}; this data set has: {', '.join(self.sizes)}")
         return split
 
     def arrays(self, split: str) -> Batch:

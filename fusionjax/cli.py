@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from fusionjax.errors import DataError, FusionJaxError
+from fusionjax.errors import ConfigError, DataError, FusionJaxError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     _config_args(t)
     t.add_argument("--output-dir", help="run directory (default: train.output_dir, "
                                         "else runs/<config>-<time>)")
+    d = t.add_argument_group("multi-process runs (JAX's distributed runtime; see docs/distributed.md)")
+    d.add_argument("--distributed", action="store_true",
+                   help="join a multi-process run, detecting the cluster (SLURM, Cloud TPU, ...)")
+    d.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
+    d.add_argument("--num-processes", type=int, metavar="N")
+    d.add_argument("--process-id", type=int, metavar="I")
     t.set_defaults(func=_train)
 
     c = sub.add_parser("config", help="work with config files").add_subparsers(
@@ -79,14 +85,26 @@ def _assemble(args):
 
 
 def _train(args) -> int:
+    explicit = (args.coordinator, args.num_processes, args.process_id)
+    if any(v is not None for v in explicit) and not all(v is not None for v in explicit):
+        raise ConfigError("--coordinator, --num-processes and --process-id go together",
+                          hint="or pass --distributed to let JAX detect the cluster")
+    if args.distributed or args.coordinator:
+        from fusionjax.parallel import initialize_distributed
+
+        initialize_distributed(*explicit)
     assembly = _assemble(args)
-    _print_summary(args.config, assembly)
+    import jax
+
+    main_process = jax.process_index() == 0
+    if main_process:
+        _print_summary(args.config, assembly)
     from fusionjax.train.loop import train
 
     out = args.output_dir or assembly.train.output_dir
     if out is None:
         out = Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    train(assembly, out, log=lambda s: print(s, flush=True))
+    train(assembly, out, log=(lambda s: print(s, flush=True)) if main_process else (lambda s: None))
     return 0
 
 

@@ -14,17 +14,23 @@ Pool = Literal["max", "avg", "none"]
 
 class ConvStack(nnx.Module):
     """``[B, H, W, C] -> [B, H', W', channels[-1]]``: 'same' convolutions, ReLU, and
-    ``pool_size`` pooling after each of the first ``pool_layers`` convolutions."""
+    ``pool_size`` pooling after each of the first ``pool_layers`` convolutions.
+    ``kernel_size`` is one size for every layer or one per layer."""
 
-    def __init__(self, in_channels: int, channels: tuple[int, ...], *, kernel_size: int,
-                 pool: Pool, pool_size: int, pool_layers: int, rngs: nnx.Rngs):
-        for key, value in (("kernel_size", kernel_size), ("pool_size", pool_size),
+    def __init__(self, in_channels: int, channels: tuple[int, ...], *,
+                 kernel_size: int | tuple[int, ...], pool: Pool, pool_size: int, pool_layers: int,
+                 rngs: nnx.Rngs):
+        kernels = (kernel_size,) * len(channels) if isinstance(kernel_size, int) else kernel_size
+        if len(kernels) != len(channels):
+            raise ConfigError(f"gives {len(kernels)} sizes for {len(channels)} conv layers",
+                              key="kernel_size", hint="give one size, or one per entry of channels")
+        for key, value in (("kernel_size", min(kernels)), ("pool_size", pool_size),
                            ("channels", min(channels, default=0))):
             if value < 1:
                 raise ConfigError(f"must be >= 1, got {value}", key=key)
         convs, c = [], in_channels
-        for out in channels:
-            convs.append(nnx.Conv(c, out, (kernel_size, kernel_size), padding="SAME", rngs=rngs))
+        for out, k in zip(channels, kernels):
+            convs.append(nnx.Conv(c, out, (k, k), padding="SAME", rngs=rngs))
             c = out
         self.convs = nnx.List(convs)
         self.pool = pool

@@ -1,6 +1,7 @@
 """The compiled step (no recompilation, sharding) and learning on real signal."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -116,3 +117,43 @@ def test_cli_train_writes_a_run_and_never_overwrites_one(tmp_path):
     again = run_cli("train", str(cfg), "train.steps=4", "--output-dir", str(run))
     assert again.returncode == 2 and "already holds a run" in again.stderr
     assert (run / "metrics.jsonl").read_bytes() == before
+
+
+def test_two_processes_train_together_like_one(tmp_path):
+    """Two `fusionjax train` processes on 127.0.0.1 (JAX's distributed runtime, CPU
+    collectives) produce the same metrics as one process."""
+    import socket
+
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps(TINY))
+    args = [str(cfg), "train.steps=6", "train.log_every=3"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "fusionjax", "train", *args, "--output-dir", str(tmp_path / "multi"),
+         "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+        for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+    assert "step      6/6" in outs[0][0] and "step" not in outs[1][0]  # only process 0 reports
+    single = run_cli("train", *args, "--output-dir", str(tmp_path / "single"))
+    assert single.returncode == 0, single.stderr
+
+    def records(run):
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(x).items() if k != "examples_per_s"} for x in lines]
+
+    multi, one = records("multi"), records("single")
+    assert len(multi) == len(one) == 3
+    for m, o in zip(multi, one):
+        assert m.keys() == o.keys()
+        for k in m:
+            if isinstance(m[k], str):
+                assert m[k] == o[k]
+            else:
+                np.testing.assert_allclose(m[k], o[k], rtol=1e-4, atol=1e-6)
+    assert json.loads((tmp_path / "multi" / "run.json").read_text())["processes"] == 2

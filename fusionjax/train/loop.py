@@ -46,9 +46,13 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
         if value % n_dev:
             raise ConfigError(f"{value} does not split evenly over {n_dev} devices", key=key,
                               hint=f"use a multiple of {n_dev}")
-    run_dir = _new_run_dir(run_dir)
-    _write_json(run_dir / "config.json", assembly.resolved_config())
-    _write_json(run_dir / "run.json", _run_facts(mesh))
+    # In a multi-process run every process computes; only process 0 writes.
+    writer = jax.process_index() == 0
+    run_dir = Path(run_dir)
+    if writer:
+        _new_run_dir(run_dir)
+        _write_json(run_dir / "config.json", assembly.resolved_config())
+        _write_json(run_dir / "run.json", _run_facts(mesh))
 
     model = assembly.build()
     head = model.head
@@ -57,7 +61,7 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
     del model  # its arrays now live in `state`
     head_finalize = type(head).finalize_metrics
 
-    metrics_log = open(run_dir / "metrics.jsonl", "a", buffering=1)
+    metrics_log = open(run_dir / "metrics.jsonl", "a", buffering=1) if writer else None
     batches = _epochs(assembly, cfg.batch_size, cfg.seed)
     pending: list[dict] = []
     t_start = t_last = time.perf_counter()
@@ -83,10 +87,11 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
 
     eval_metrics = evaluate(steps, state, assembly, cfg.eval_split, eval_batch, mesh)
     _emit(metrics_log, {"step": cfg.steps, "split": cfg.eval_split, **eval_metrics})
-    metrics_log.close()
     log(f"{cfg.eval_split}: {_fmt(eval_metrics)}")
-    _save_params(run_dir / "checkpoint" / "params.msgpack", state)
-    log(f"run directory: {run_dir}")
+    if writer:
+        metrics_log.close()
+        _save_params(run_dir / "checkpoint" / "params.msgpack", state)
+        log(f"run directory: {run_dir}")
     return RunResult(run_dir, state, steps, train_metrics, eval_metrics)
 
 
@@ -122,17 +127,16 @@ def _fmt(metrics: dict[str, float]) -> str:
 
 
 def _emit(f, record: dict) -> None:
-    f.write(json.dumps(record) + "\n")
+    if f is not None:
+        f.write(json.dumps(record) + "\n")
 
 
-def _new_run_dir(path: str | Path) -> Path:
-    path = Path(path)
+def _new_run_dir(path: Path) -> None:
     if (path / "metrics.jsonl").exists():
         raise ConfigError(f"run directory {str(path)!r} already holds a run",
                           hint="choose a new directory (--output-dir or train.output_dir), or "
                                "remove the old run; fusionjax never overwrites a run")
     path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -16,7 +16,8 @@ from fusionjax.interfaces import Encoder, TokenSequence
 class CNNImageEncoder(Encoder):
     """Conv stack -> readout -> dense + ReLU.
 
-    ``channels`` gives one 'same' ``kernel_size`` convolution (+ ReLU) each; the
+    ``channels`` gives one 'same' convolution (+ ReLU) each, of ``kernel_size`` (one size,
+    or one per layer); the
     first ``pool_layers`` (default: all) are followed by ``pool_size`` pooling.
     ``readout`` is ``"flatten"`` (sized from the data set's image shape), or a
     global ``"avg"``/``"max"`` pool.  ``dense = 0`` drops the final dense layer.
@@ -30,7 +31,7 @@ class CNNImageEncoder(Encoder):
         input_shape: tuple[int, ...],
         *,
         channels: tuple[int, ...] = (32, 64),
-        kernel_size: int = 3,
+        kernel_size: int | tuple[int, ...] = 3,
         pool: Pool = "max",
         pool_size: int = 2,
         pool_layers: int | None = None,

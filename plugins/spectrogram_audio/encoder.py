@@ -35,7 +35,7 @@ class SpectrogramAudioEncoder(Encoder):
         fmax: float | None = None,
         log_offset: float = 1e-6,
         channels: tuple[int, ...] = (32, 64),
-        kernel_size: int = 3,
+        kernel_size: int | tuple[int, ...] = 3,
         pool: Pool = "max",
         pool_size: int = 2,
         pool_layers: int | None = None,

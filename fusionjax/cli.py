@@ -49,6 +49,22 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--process-id", type=int, metavar="I")
     t.set_defaults(func=_train)
 
+    e = sub.add_parser("evaluate", help="metrics of a trained run on a split")
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("--split", default=None, help="default: the run's train.eval_split")
+    e.add_argument("--batch-size", type=int, default=None)
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=_evaluate)
+
+    pr = sub.add_parser("predict", help="answer for one example given as raw files / text")
+    pr.add_argument("run_dir", metavar="RUN_DIR")
+    pr.add_argument("inputs", nargs="+", metavar="modality=VALUE",
+                    help='a file path (image=digit.png, audio=seven.wav) or the text itself '
+                         '(text="what is the sum"); modalities left out count as absent')
+    pr.add_argument("--top", type=int, default=3, help="how many classes to list")
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=_predict)
+
     c = sub.add_parser("config", help="work with config files").add_subparsers(
         required=True, metavar="ACTION")
     check = c.add_parser("check", help="validate a config and print the assembled model")
@@ -105,6 +121,74 @@ def _train(args) -> int:
     if out is None:
         out = Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     train(assembly, out, log=(lambda s: print(s, flush=True)) if main_process else (lambda s: None))
+    return 0
+
+
+def _evaluate(args) -> int:
+    from fusionjax.parallel import data_mesh
+    from fusionjax.runs import load_run
+    from fusionjax.train.loop import evaluate
+    from fusionjax.train.step import make_steps
+
+    run = load_run(args.run_dir)
+    split = args.split or run.assembly.train.eval_split
+    try:
+        run.assembly.dataset.size(split)
+    except Exception as e:  # noqa: BLE001 - the data set says which splits it has
+        raise ConfigError(f"--split {split!r}: {e}") from None
+    mesh = data_mesh()
+    batch = args.batch_size or run.assembly.train.eval_batch_size or run.assembly.train.batch_size
+    batch += -batch % mesh.devices.size
+    steps = make_steps(run.model, run.assembly.optimizer, mesh)
+    metrics = evaluate(steps, steps.init, run.assembly, split, batch, mesh)
+    if args.json:
+        print(json.dumps({"run": str(run.path), "split": split, **metrics}))
+    else:
+        print(f"{run.path} [{split}, {run.assembly.dataset.size(split)} examples]: "
+              + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return 0
+
+
+def _predict(args) -> int:
+    import numpy as np
+
+    from fusionjax.interfaces import mask_key
+    from fusionjax.runs import load_run
+
+    run = load_run(args.run_dir)
+    model, dataset = run.model, run.assembly.dataset
+    given = {}
+    for item in args.inputs:
+        name, sep, value = item.partition("=")
+        if not sep or name not in model.modalities:
+            raise ConfigError(f"input {item!r}: expected modality=VALUE with a modality of this "
+                              f"model: {', '.join(model.modalities)}")
+        given[name] = value
+    batch = {}
+    for m in model.modalities:
+        field = dataset.spec[m]
+        present = m in given
+        x = dataset.encode(m, given[m]) if present else np.zeros(field.shape, field.dtype)
+        batch[m] = np.asarray(x)[None]
+        batch[mask_key(m)] = np.array([present])
+    head = model.head
+    if not hasattr(head, "probabilities"):
+        raise ConfigError(f"head {type(head).__name__} has no probabilities(): predict "
+                          "supports classification heads")
+    probs = np.asarray(head.probabilities(model(batch)))[0]
+    names = dataset.label_names or tuple(str(i) for i in range(len(probs)))
+    top = np.argsort(-probs)[: max(1, args.top)]
+    ranked = [{"label": names[i], "class_id": int(i), "probability": float(probs[i])} for i in top]
+    absent = [m for m in model.modalities if m not in given]
+    if args.json:
+        print(json.dumps({"answer": ranked[0]["label"], "probability": ranked[0]["probability"],
+                          "top": ranked, "absent": absent}))
+    else:
+        print(f"answer: {ranked[0]['label']}  (probability {ranked[0]['probability']:.3f})")
+        for r in ranked[1:]:
+            print(f"  then: {r['label']}  ({r['probability']:.3f})")
+        if absent:
+            print(f"  (absent modalities: {', '.join(absent)})")
     return 0
 
 

@@ -25,8 +25,9 @@ takes ``rngs`` (:class:`flax.nnx.Rngs`) as a keyword.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -150,6 +151,9 @@ class Dataset(abc.ABC):
 
     spec: Mapping[str, FieldSpec]
     num_classes: int | None = None
+    label_names: tuple[str, ...] | None = None  # what each class id means, for `predict`
+    # examples skipped as unreadable (``on_error = "skip"``): one line each, file and row
+    problems: Sequence[str] = ()
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -164,3 +168,14 @@ class Dataset(abc.ABC):
         self, split: str, batch_size: int, *, seed: int, shuffle: bool, drop_remainder: bool
     ) -> Iterator[Batch]:
         """One pass over ``split``; the last batch may be short unless ``drop_remainder``."""
+
+    def save(self, run_dir: Path) -> None:  # noqa: B027 - optional hook, nothing to save by default
+        """Write what reading new inputs needs (e.g. a vocabulary) into ``run_dir``."""
+
+    def restore(self, run_dir: Path) -> None:  # noqa: B027 - optional hook
+        """Read back what :meth:`save` wrote; ``evaluate`` and ``predict`` call it."""
+
+    def encode(self, modality: str, value: str) -> np.ndarray:
+        """One raw input -- a file path, or the text itself -- as one example's array
+        (shape ``spec[modality].shape``), preprocessed exactly as in :meth:`batches`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read new inputs")

@@ -1,8 +1,9 @@
 """The training loop: one ``for`` over steps, logging and evaluation at intervals.
 
 Outputs land in a run directory: ``config.json`` (the resolved config),
-``run.json`` (versions, devices, plugins), ``metrics.jsonl`` (one JSON object per
-log or eval event) and ``checkpoint/params.msgpack`` (the final parameters).
+``run.json`` (versions, devices, plugins, skipped examples), whatever the data set
+needs to read new inputs (e.g. ``vocab.json``), ``metrics.jsonl`` (one JSON object
+per log or eval event) and ``checkpoint/params.msgpack`` (the final parameters).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 from flax import nnx, serialization
 
 from fusionjax.assembly import Assembly
+from fusionjax.data.prefetch import Prefetcher
 from fusionjax.errors import ConfigError
 from fusionjax.interfaces import LABEL, Batch
 from fusionjax.parallel import data_mesh, shard_batch
@@ -53,6 +55,7 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
         _new_run_dir(run_dir)
         _write_json(run_dir / "config.json", assembly.resolved_config())
         _write_json(run_dir / "run.json", _run_facts(mesh))
+        assembly.dataset.save(run_dir)
 
     model = assembly.build()
     head = model.head
@@ -62,12 +65,14 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
     head_finalize = type(head).finalize_metrics
 
     metrics_log = open(run_dir / "metrics.jsonl", "a", buffering=1) if writer else None
-    batches = _epochs(assembly, cfg.batch_size, cfg.seed)
+    # A background thread reads and places batch n+1 while the device runs batch n.
+    batches = Prefetcher(_epochs(assembly, cfg.batch_size, cfg.seed),
+                         lambda b: shard_batch(b, mesh), size=2)
     pending: list[dict] = []
     t_start = t_last = time.perf_counter()
     train_metrics: dict[str, float] = {}
     for step in range(1, cfg.steps + 1):
-        state, stats = steps.train(state, shard_batch(next(batches), mesh))
+        state, stats = steps.train(state, next(batches))
         pending.append(stats)  # device arrays: nothing waits on the device here
         if step == 1:
             jax.block_until_ready(stats)
@@ -85,7 +90,14 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
             log(f"step {step:>6}/{cfg.steps} | " + _fmt(train_metrics)
                 + f" | {rate:7.1f} ex/s | {now - t_start:6.1f} s")
 
+    batches.close()
     eval_metrics = evaluate(steps, state, assembly, cfg.eval_split, eval_batch, mesh)
+    problems = list(assembly.dataset.problems)
+    if problems:
+        log(f"skipped {len(problems)} unreadable examples (listed in run.json), e.g. {problems[0]}")
+        if writer:
+            facts = json.loads((run_dir / "run.json").read_text())
+            _write_json(run_dir / "run.json", {**facts, "skipped_examples": problems})
     _emit(metrics_log, {"step": cfg.steps, "split": cfg.eval_split, **eval_metrics})
     log(f"{cfg.eval_split}: {_fmt(eval_metrics)}")
     if writer:
@@ -118,8 +130,9 @@ def _epochs(assembly: Assembly, batch_size: int, seed: int) -> Iterator[Batch]:
                                             shuffle=True, drop_remainder=True)
 
 
-def _sum_stats(stats: list[dict]) -> dict[str, float]:
-    return {k: float(np.sum([s[k] for s in stats])) for k in stats[0]} if stats else {}
+def _sum_stats(stats: list[dict]) -> dict[str, np.ndarray]:
+    """Element-wise totals of additive statistics (scalars or per-class vectors)."""
+    return {k: np.sum([np.asarray(s[k]) for s in stats], axis=0) for k in stats[0]} if stats else {}
 
 
 def _fmt(metrics: dict[str, float]) -> str:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -16,8 +17,10 @@ from fusionjax.interfaces import Head
 class ClassificationHead(Head):
     """``hidden`` dense + ReLU layers, then a dense layer to ``num_classes`` logits.
 
-    Loss: softmax cross-entropy on integer labels.  Metrics: ``loss``, ``accuracy``.
-    ``num_classes`` defaults to the data set's.
+    Loss: softmax cross-entropy on integer labels.  Metrics: ``loss``, ``accuracy``,
+    ``macro_f1`` (unweighted mean of the per-class F1) and, with two classes, ``f1``
+    of class 1 (the positive class, e.g. "spam").  ``num_classes`` defaults to the
+    data set's.
     """
 
     def __init__(self, in_features: int, *, num_classes: int, hidden: tuple[int, ...] = (),
@@ -39,13 +42,30 @@ class ClassificationHead(Head):
     def loss(self, predictions, labels):
         return optax.softmax_cross_entropy_with_integer_labels(predictions, labels).mean()
 
+    def probabilities(self, predictions: jax.Array) -> jax.Array:
+        """``[B, num_classes]`` class probabilities."""
+        return jax.nn.softmax(predictions, axis=-1)
+
     def metric_stats(self, predictions, labels, weights):
         losses = optax.softmax_cross_entropy_with_integer_labels(predictions, labels)
-        correct = (jnp.argmax(predictions, axis=-1) == labels).astype(jnp.float32)
+        guess = jnp.argmax(predictions, axis=-1)
+        correct = (guess == labels).astype(jnp.float32)
+        classes = jnp.arange(self.num_classes)
+        predicted = (guess[:, None] == classes) * weights[:, None]  # [B, C]
+        actual = (labels[:, None] == classes) * weights[:, None]
         return {"loss_sum": jnp.sum(losses * weights), "correct": jnp.sum(correct * weights),
-                "count": jnp.sum(weights)}
+                "count": jnp.sum(weights), "true_pos": jnp.sum(predicted * actual, axis=0),
+                "pred_pos": jnp.sum(predicted, axis=0), "actual_pos": jnp.sum(actual, axis=0)}
 
     @staticmethod
     def finalize_metrics(stats: Mapping[str, float]) -> dict[str, float]:
         n = max(float(stats["count"]), 1.0)
-        return {"loss": float(stats["loss_sum"]) / n, "accuracy": float(stats["correct"]) / n}
+        tp, pred, actual = (np.asarray(stats[k], np.float64)
+                            for k in ("true_pos", "pred_pos", "actual_pos"))
+        f1 = np.where(pred + actual > 0, 2 * tp / np.maximum(pred + actual, 1e-12), 0.0)
+        present = actual > 0  # classes absent from the labels do not count in macro F1
+        out = {"loss": float(stats["loss_sum"]) / n, "accuracy": float(stats["correct"]) / n,
+               "macro_f1": float(f1[present].mean()) if present.any() else 0.0}
+        if len(f1) == 2:
+            out["f1"] = float(f1[1])
+        return out

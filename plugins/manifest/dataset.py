@@ -1,0 +1,477 @@
+"""Your own data: a CSV or JSONL manifest, one example per row.
+
+Each modality is a column named like the modality; its *kind* says what the
+column holds: ``image`` / ``audio`` / ``text_file`` (a path to an image, a WAV
+file, a UTF-8 text file; relative paths are relative to the manifest's folder)
+or ``text`` (the text itself).  The label column holds the class name.
+
+What happens when (see ``docs/data.md``):
+
+* **Constructor** (and so ``fusionjax config check``): reads the manifest, checks
+  that every referenced file exists, reads every text (inline and text files),
+  splits the rows and builds the vocabulary from the train split only.
+* **First use of a split** (:meth:`ManifestDataset.batches`): decodes all images
+  and audio of that split with a small thread pool and keeps them in memory
+  (``rows x H x W x C`` and ``rows x num_samples`` float32).
+
+Every problem with a row is a :class:`~fusionjax.errors.DataError` naming the
+manifest, the row's line, the column and the file; with ``on_error = "skip"`` the
+row is dropped instead and described in :attr:`ManifestDataset.problems`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from fusionjax.data.audio import load_audio
+from fusionjax.data.image import normalize, read_image
+from fusionjax.data.splits import split_indices
+from fusionjax.data.text import Vocabulary
+from fusionjax.errors import ConfigError, DataError, did_you_mean
+from fusionjax.interfaces import LABEL, MASK_PREFIX, Batch, Dataset, FieldSpec
+
+KINDS = ("image", "audio", "text", "text_file")
+FILE_KINDS = ("image", "audio", "text_file")  # the column holds a path
+DECODED = ("image", "audio")  # decoded on first use of a split
+TEXT_KINDS = ("text", "text_file")
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+VOCAB_FILE = "vocab.json"
+MAX_LISTED = 5  # problems quoted in one error message
+
+
+@dataclass
+class _Row:
+    line: int  # 1-based line of the manifest where the row starts
+    label: str
+    split: str | None
+    paths: dict[str, Path] = field(default_factory=dict)  # file modalities
+    texts: dict[str, str] = field(default_factory=dict)  # text modalities (inline or read)
+
+
+class ManifestDataset(Dataset):
+    """Examples listed in a CSV (with a header row) or JSONL manifest."""
+
+    def __init__(
+        self,
+        *,
+        path: str,
+        modalities: dict,
+        label_column: str = "label",
+        labels: tuple[str, ...] | None = None,
+        split_column: str | None = None,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+        image_size: tuple[int, int] = (28, 28),
+        image_channels: int = 1,
+        image_mean: float = 0.0,
+        image_std: float = 1.0,
+        sample_rate: int = 16000,
+        num_samples: int = 16000,
+        align: Literal["center", "start"] = "center",
+        max_len: int = 64,
+        max_vocab: int | None = None,
+        min_count: int = 1,
+        on_error: Literal["raise", "skip"] = "raise",
+    ):
+        self._check_settings(locals())
+        self.path = Path(path).expanduser()
+        self.kinds: dict[str, str] = dict(modalities)
+        self.label_column, self.split_column = label_column, split_column
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.image_channels, self.image_mean, self.image_std = image_channels, image_mean, image_std
+        self.sample_rate, self.num_samples, self.align = sample_rate, num_samples, align
+        self.max_len, self.on_error = max_len, on_error
+        self.problems: list[str] = []
+        self._lock = threading.Lock()
+        self._decoded: dict[str, dict[str, np.ndarray]] = {}  # split -> image/audio arrays
+        self._encoded: dict[str, dict[str, np.ndarray]] = {}  # split -> text ids and labels
+
+        # 1. the manifest's rows, each checked cheaply (files exist, texts read)
+        rows: list[_Row] = []
+        bad: list[str] = []
+        for line, record in self._records():
+            row = self._row(line, record)
+            (bad.append if isinstance(row, str) else rows.append)(row)
+        self._reject(bad)
+        if not rows:
+            raise DataError(f"{self.path}: no usable rows")
+
+        # 2. the splits
+        if split_column is None:
+            parts = split_indices(len(rows), {"train": 1.0 - test_fraction, "test": test_fraction},
+                                  seed=seed, stratify=np.array([r.label for r in rows]))
+        else:
+            names = sorted({r.split for r in rows}, key=lambda s: (s != "train", s != "test", s))
+            parts = {s: np.array([i for i, r in enumerate(rows) if r.split == s], np.int64)
+                     for s in names}
+            if "train" not in parts:
+                raise DataError(f"{self.path}: no row has {split_column!r} = 'train' (found: "
+                                f"{', '.join(map(repr, names))}); the train split is required")
+        train_labels = {rows[i].label for i in parts["train"]}
+
+        # 3. the label set: given, or the train split's
+        if labels is None:
+            ordered = _sorted_labels(train_labels)
+            if len(ordered) < 2:
+                raise DataError(f"{self.path}: the train split holds only the label "
+                                f"{ordered[0]!r}; a classifier needs at least two classes "
+                                f"(set `labels` to name the whole label set)")
+            labels = tuple(ordered)
+        self.label_names = tuple(labels)
+        self.num_classes = len(self.label_names)
+        self._label_ids = {name: i for i, name in enumerate(self.label_names)}
+        known = ", ".join(map(repr, self.label_names[:10])) + (", ..." if len(labels) > 10 else "")
+        outside = {i for i, r in enumerate(rows) if r.label not in self._label_ids}
+        self._reject([self._where(rows[i].line, label_column,
+                                  f"label {rows[i].label!r} is not in the label set ({known})")
+                      for i in sorted(outside)])
+        self._rows = rows
+        self._splits = {s: np.array([i for i in idx if i not in outside], np.int64)
+                        for s, idx in parts.items()}
+        if len(self._splits["train"]) == 0:
+            raise DataError(f"{self.path}: the train split has no usable rows")
+
+        # 4. the vocabulary, from the train split only
+        self.text_modalities = tuple(m for m, k in self.kinds.items() if k in TEXT_KINDS)
+        self.vocab: Vocabulary | None = None
+        if self.text_modalities:
+            self.vocab = Vocabulary.build(
+                (rows[i].texts[m] for i in self._splits["train"] for m in self.text_modalities),
+                max_size=max_vocab, min_count=min_count)
+
+        spec = {}
+        for m, kind in self.kinds.items():
+            if kind == "image":
+                spec[m] = FieldSpec((*self.image_size, image_channels), "float32")
+            elif kind == "audio":
+                spec[m] = FieldSpec((num_samples,), "float32", {"sample_rate": sample_rate})
+            else:
+                spec[m] = FieldSpec((max_len,), "int32", {"vocab_size": len(self.vocab)})
+        self.spec = spec | {LABEL: FieldSpec((), "int32")}
+
+    # -- configuration --------------------------------------------------------------------
+
+    @staticmethod
+    def _check_settings(s: dict) -> None:
+        path = Path(s["path"]).expanduser()
+        if path.suffix.lower() not in FORMATS:
+            raise ConfigError(f"{s['path']!r} is neither a .csv nor a .jsonl file", key="path",
+                              hint="a CSV file with a header row, or JSON Lines (.jsonl)")
+        if not path.is_file():
+            raise ConfigError(f"manifest {s['path']!r} not found (relative to {os.getcwd()})",
+                              key="path")
+        mods = s["modalities"]
+        if not isinstance(mods, dict) or not mods:
+            raise ConfigError("must name at least one modality and its kind, e.g. "
+                              "{image = \"image\", caption = \"text\"}", key="modalities")
+        for name, kind in mods.items():
+            if not isinstance(name, str) or not name or name == LABEL or name.startswith(MASK_PREFIX):
+                raise ConfigError(f"{name!r} cannot name a modality ('{LABEL}' and "
+                                  f"'{MASK_PREFIX}...' are reserved)", key="modalities")
+            if kind not in KINDS:
+                raise ConfigError(
+                    f"modality {name!r} has kind {kind!r}{did_you_mean(str(kind), KINDS)}",
+                    key=f"modalities.{name}", hint=f"kinds: {', '.join(KINDS)}")
+        if s["label_column"] in mods:
+            raise ConfigError(f"{s['label_column']!r} is also a modality", key="label_column")
+        if s["split_column"] is not None and s["split_column"] in (*mods, s["label_column"]):
+            raise ConfigError(f"{s['split_column']!r} is also the label or a modality column",
+                              key="split_column")
+        labels = s["labels"]
+        if labels is not None:
+            if (not all(isinstance(x, str) and x for x in labels) or len(set(labels)) != len(labels)
+                    or len(labels) < 2):
+                raise ConfigError(f"must be two or more distinct non-empty strings, got {labels!r}",
+                                  key="labels")
+        if s["split_column"] is None and not 0.0 < s["test_fraction"] < 1.0:
+            raise ConfigError(f"must be between 0 and 1 (exclusive), got {s['test_fraction']}",
+                              key="test_fraction")
+        size = tuple(s["image_size"])
+        if len(size) != 2 or not all(isinstance(v, int) and v >= 1 for v in size):
+            raise ConfigError(f"must be [height, width], both >= 1, got {s['image_size']!r}",
+                              key="image_size")
+        if s["image_channels"] not in (1, 3):
+            raise ConfigError(f"must be 1 (greyscale) or 3 (RGB), got {s['image_channels']!r}",
+                              key="image_channels")
+        if not s["image_std"] > 0:
+            raise ConfigError(f"must be > 0, got {s['image_std']}", key="image_std")
+        for key in ("sample_rate", "num_samples", "max_len", "min_count"):
+            if not isinstance(s[key], int) or s[key] < 1:
+                raise ConfigError(f"must be an int >= 1, got {s[key]!r}", key=key)
+        if s["max_vocab"] is not None and s["max_vocab"] < 3:
+            raise ConfigError(f"must be >= 3 (padding, unknown and one word), got {s['max_vocab']}",
+                              key="max_vocab")
+        for key, choices in (("align", ("center", "start")), ("on_error", ("raise", "skip"))):
+            if s[key] not in choices:
+                raise ConfigError(f"must be one of {', '.join(map(repr, choices))}, got {s[key]!r}",
+                                  key=key)
+
+    # -- reading the manifest -------------------------------------------------------------
+
+    def _where(self, line: int, column: str | None, message: str) -> str:
+        at = f"{self.path}, line {line}" + (f": column {column!r}" if column else "")
+        return f"{at}: {message}"
+
+    def _reject(self, problems: list[str]) -> None:
+        """Bad rows: an error (``on_error = "raise"``) or recorded in ``problems``."""
+        if not problems:
+            return
+        if self.on_error == "skip":
+            self.problems.extend(problems)
+            return
+        more = len(problems) - MAX_LISTED
+        text = "\n".join(problems[:MAX_LISTED]) + (f"\n(and {more} more bad rows)" if more > 0 else "")
+        raise DataError(f"{text}\n  hint: fix the row, or set on_error = \"skip\" to drop bad rows "
+                        f"(each is then listed in the data set's problems)")
+
+    def _text(self) -> str:
+        try:
+            data = self.path.read_bytes()
+        except OSError as e:
+            raise DataError(f"{self.path}: cannot be read ({e})") from None
+        try:
+            return data.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            line = data[:e.start].count(b"\n") + 1
+            raise DataError(f"{self.path}, line {line}: not UTF-8 (byte 0x{data[e.start]:02x}); "
+                            "save the manifest as UTF-8") from None
+
+    def _records(self) -> Iterator[tuple[int, dict | str]]:
+        """``(line, record)`` per row; a string record is what is wrong with that row."""
+        text = self._text()
+        if FORMATS[self.path.suffix.lower()] == "jsonl":
+            for line, raw in enumerate(text.split("\n"), 1):
+                if not raw.strip():
+                    continue
+                try:
+                    record = json.loads(raw)
+                except json.JSONDecodeError as e:
+                    yield line, self._where(line, None, f"not valid JSON ({e.msg}, column {e.colno})")
+                    continue
+                if not isinstance(record, dict):
+                    yield line, self._where(line, None, "not a JSON object ({...})")
+                    continue
+                yield line, record
+            return
+        reader = csv.reader(io.StringIO(text, newline=""))
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise DataError(f"{self.path}: empty; the first line must name the columns") from None
+        except csv.Error as e:
+            raise DataError(f"{self.path}, line 1: not CSV ({e})") from None
+        needed = [*self.kinds, self.label_column] + ([self.split_column] if self.split_column else [])
+        for column in needed:
+            if column not in header:
+                raise DataError(
+                    f"{self.path}: no column {column!r}{did_you_mean(column, header)}; "
+                    f"the header (line 1) has: {', '.join(map(repr, header))}")
+        previous = reader.line_num
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                raise DataError(self._where(previous + 1, None, f"not CSV ({e})")) from None
+            line, previous = previous + 1, reader.line_num
+            if not any(f.strip() for f in fields):
+                continue  # a blank line
+            if len(fields) != len(header):
+                yield line, self._where(line, None, f"has {len(fields)} fields, the header has "
+                                                    f"{len(header)}")
+                continue
+            yield line, dict(zip(header, fields))
+
+    def _row(self, line: int, record: dict | str) -> _Row | str:
+        """One record checked: a :class:`_Row`, or what is wrong with it."""
+        if isinstance(record, str):
+            return record
+        errors: list[tuple[str, str]] = []
+
+        def scalar(column: str) -> str | None:
+            value = record.get(column)
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return json.dumps(value)
+            empty = value is None or (isinstance(value, str) and not value.strip())
+            errors.append((column, "no value" if empty else f"expected a string or number, got {value!r}"))
+            return None
+
+        label = scalar(self.label_column)
+        split = scalar(self.split_column) if self.split_column else None
+        row = _Row(line, label or "", split)
+        for m, kind in self.kinds.items():
+            value = record.get(m)
+            if kind == "text":
+                if isinstance(value, str):
+                    row.texts[m] = value
+                else:
+                    errors.append((m, "no text" if value is None else f"expected text, got {value!r}"))
+                continue
+            if not isinstance(value, str) or not value.strip():
+                errors.append((m, "no file name" if value in (None, "") else
+                               f"expected a file name, got {value!r}"))
+                continue
+            path = Path(value.strip()).expanduser()
+            path = path if path.is_absolute() else self.path.parent / path
+            if not path.is_file():
+                errors.append((m, f"{path}: file not found"))
+                continue
+            row.paths[m] = path
+            if kind == "text_file":
+                try:
+                    row.texts[m] = _read_text_file(path)
+                except DataError as e:
+                    errors.append((m, str(e)))
+        if not errors:
+            return row
+        at = f"{self.path}, line {line}"
+        return f"{at}: " + "; ".join(f"column {c!r}: {msg}" for c, msg in errors)
+
+    # -- reading the files ----------------------------------------------------------------
+
+    def _load(self, kind: str, path: str | Path) -> np.ndarray:
+        """One image or audio file, preprocessed (shared by batches and encode)."""
+        if kind == "image":
+            x = read_image(path, size=self.image_size, channels=self.image_channels)
+            return normalize(x, self.image_mean, self.image_std)
+        return load_audio(path, sample_rate=self.sample_rate, num_samples=self.num_samples,
+                          align=self.align).astype(np.float32)
+
+    def _decode(self, split: str) -> None:
+        """All images and audio of ``split``, read once (threads) and kept in memory."""
+        rows = [self._rows[i] for i in self._splits[split]]
+        decoded = [m for m, k in self.kinds.items() if k in DECODED]
+        out = {m: np.empty((len(rows), *self.spec[m].shape), np.float32) for m in decoded}
+        failed: dict[int, list[str]] = {}
+
+        def load(i: int) -> None:
+            for m in decoded:
+                try:
+                    out[m][i] = self._load(self.kinds[m], rows[i].paths[m])
+                except DataError as e:
+                    failed.setdefault(i, []).append(f"column {m!r}: {e}")
+
+        if decoded and rows:
+            with ThreadPoolExecutor(min(8, os.cpu_count() or 1), "fusionjax-manifest") as pool:
+                list(pool.map(load, range(len(rows))))
+        if failed:
+            self._reject([f"{self.path}, line {rows[i].line}: " + "; ".join(failed[i])
+                          for i in sorted(failed)])
+            keep = np.array([i not in failed for i in range(len(rows))])
+            self._splits[split] = self._splits[split][keep]
+            out = {m: a[keep] for m, a in out.items()}
+        self._decoded[split] = out
+
+    def _check_split(self, split: str) -> str:
+        if split not in self._splits:
+            raise KeyError(f"unknown split {split!r}; this data set has: {', '.join(self._splits)}")
+        return split
+
+    def arrays(self, split: str) -> Batch:
+        """The whole split as arrays (images and audio decoded on first use)."""
+        self._check_split(split)
+        with self._lock:
+            if split not in self._decoded:
+                self._decode(split)
+            if split not in self._encoded:
+                rows = [self._rows[i] for i in self._splits[split]]
+                enc = {m: np.array([self.vocab.encode(r.texts[m], self.max_len) for r in rows], np.int32)
+                       .reshape(len(rows), self.max_len) for m in self.text_modalities}
+                enc[LABEL] = np.array([self._label_ids[r.label] for r in rows], np.int32)
+                self._encoded[split] = enc
+        data = self._decoded[split] | self._encoded[split]
+        return {m: data[m] for m in self.spec}
+
+    # -- the Dataset interface ------------------------------------------------------------
+
+    def size(self, split: str) -> int:
+        """Rows of ``split`` (decoding a split drops rows it finds unreadable, when skipping)."""
+        return len(self._splits[self._check_split(split)])
+
+    def batches(self, split: str, batch_size: int, *, seed: int, shuffle: bool,
+                drop_remainder: bool) -> Iterator[Batch]:
+        data = self.arrays(split)
+        n = len(data[LABEL])
+        order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+        stop = n - n % batch_size if drop_remainder else n
+        for start in range(0, stop, batch_size):
+            idx = order[start:start + batch_size]
+            yield {k: v[idx] for k, v in data.items()}
+
+    def lines(self, split: str) -> list[int]:
+        """The manifest lines of ``split``'s rows, in the order of :meth:`arrays`."""
+        return [self._rows[i].line for i in self._splits[self._check_split(split)]]
+
+    def encode(self, modality: str, value: str) -> np.ndarray:
+        """A path (image, audio, text_file; relative to the working directory) or the
+        text itself, as one example's array."""
+        kind = self.kinds.get(modality)
+        if kind is None:
+            raise DataError(f"no modality {modality!r}{did_you_mean(modality, self.kinds)}; "
+                            f"this data set has: {', '.join(self.kinds)}")
+        if kind in DECODED:
+            return self._load(kind, value)
+        text = _read_text_file(Path(value)) if kind == "text_file" else value
+        return self.vocab.encode(text, self.max_len)
+
+    def save(self, run_dir: Path) -> None:
+        if self.vocab is not None:
+            self.vocab.save(Path(run_dir) / VOCAB_FILE)
+
+    def restore(self, run_dir: Path) -> None:
+        if self.vocab is not None:
+            self.vocab = _restore_vocab(Path(run_dir) / VOCAB_FILE,
+                                        self.spec[self.text_modalities[0]].metadata["vocab_size"])
+            self._encoded.clear()
+
+
+def _sorted_labels(labels: set[str]) -> list[str]:
+    """Sorted; numerically when every label is an integer (so "10" follows "9")."""
+    if all(_is_int(s) for s in labels):
+        return sorted(labels, key=int)
+    return sorted(labels)
+
+
+def _is_int(s: str) -> bool:
+    try:
+        int(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_text_file(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: text file not found") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})") from None
+
+
+def _restore_vocab(path: Path, expected: int) -> Vocabulary:
+    if not path.is_file():
+        raise DataError(f"{path}: not found; the run directory holds no vocabulary")
+    vocab = Vocabulary.load(path)
+    if len(vocab) != expected:
+        raise DataError(f"{path}: the saved vocabulary has {len(vocab)} ids, but this data set's "
+                        f"vocab_size is {expected}; the run was trained on other data or settings")
+    return vocab

@@ -1,0 +1,140 @@
+"""The SMS Spam Collection v.1 (Almeida and Gómez Hidalgo, UCI dataset 228).
+
+``<root>/sms_spam/SMSSpamCollection``: one message per line, ``label<TAB>text``,
+UTF-8, label ``ham`` or ``spam``; 5,574 messages, 13.4 % spam.  There is no
+official split: a seeded split stratified by label gives train and test.  The
+modality ``text`` is int32 ``[max_len]`` token ids from a vocabulary built from
+the train split only (saved with each run as ``vocab.json``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from fusionjax.data.locate import data_dir
+from fusionjax.data.splits import split_indices
+from fusionjax.data.text import Vocabulary
+from fusionjax.errors import ConfigError, DataError
+from fusionjax.interfaces import LABEL, Batch, Dataset, FieldSpec
+
+FILE = "SMSSpamCollection"
+LABELS = ("ham", "spam")
+VOCAB_FILE = "vocab.json"
+
+
+def read_collection(path: Path) -> tuple[list[str], np.ndarray]:
+    """``(texts, labels)`` from a ``label<TAB>text`` file; labels are 0 (ham) / 1 (spam).
+    Blank lines are ignored; any other malformed line is a :class:`DataError`."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e})") from None
+    texts, labels = [], []
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        try:
+            line = raw.decode("utf-8").removesuffix("\r")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}, line {number}: not UTF-8 (byte 0x{raw[e.start]:02x})") from None
+        if not line.strip():
+            continue
+        label, tab, text = line.partition("\t")
+        if not tab:
+            raise DataError(f"{path}, line {number}: expected `label<TAB>text`, found no tab")
+        if label not in LABELS:
+            raise DataError(f"{path}, line {number}: label {label!r} is neither 'ham' nor 'spam'")
+        texts.append(text)
+        labels.append(LABELS.index(label))
+    if not texts:
+        raise DataError(f"{path}: holds no messages")
+    return texts, np.array(labels, np.int32)
+
+
+class SmsSpamDataset(Dataset):
+    """Text messages labelled ham (0) or spam (1)."""
+
+    label_names = LABELS
+    num_classes = 2
+
+    def __init__(
+        self,
+        *,
+        root: str | None = None,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+        max_len: int = 48,
+        max_vocab: int | None = 20000,
+        min_count: int = 1,
+    ):
+        if not 0.0 < test_fraction < 1.0:
+            raise ConfigError(f"must be between 0 and 1 (exclusive), got {test_fraction}",
+                              key="test_fraction")
+        for key, value in (("max_len", max_len), ("min_count", min_count)):
+            if value < 1:
+                raise ConfigError(f"must be >= 1, got {value}", key=key)
+        if max_vocab is not None and max_vocab < 3:
+            raise ConfigError(f"must be >= 3 (padding, unknown and one word), got {max_vocab}",
+                              key="max_vocab")
+        self.path = data_dir(root, "sms_spam") / FILE
+        self.max_len = max_len
+        self.texts, self.labels = read_collection(self.path)
+        self.splits = split_indices(len(self.texts), {"train": 1.0 - test_fraction,
+                                                      "test": test_fraction},
+                                    seed=seed, stratify=self.labels)
+        self.vocab = Vocabulary.build((self.texts[i] for i in self.splits["train"]),
+                                      max_size=max_vocab, min_count=min_count)
+        self.spec = {"text": FieldSpec((max_len,), "int32", {"vocab_size": len(self.vocab)}),
+                     LABEL: FieldSpec((), "int32")}
+        self._cache: dict[str, Batch] = {}
+
+    def _check_split(self, split: str) -> str:
+        if split not in self.splits:
+            raise KeyError(f"unknown split {split!r}; this data set has: {', '.join(self.splits)}")
+        return split
+
+    def size(self, split: str) -> int:
+        return len(self.splits[self._check_split(split)])
+
+    def arrays(self, split: str) -> Batch:
+        """The whole split as arrays (encoded on first use)."""
+        if split not in self._cache:
+            idx = self.splits[self._check_split(split)]
+            ids = np.array([self.vocab.encode(self.texts[i], self.max_len) for i in idx], np.int32)
+            self._cache[split] = {"text": ids.reshape(len(idx), self.max_len),
+                                  LABEL: self.labels[idx]}
+        return self._cache[split]
+
+    def batches(self, split: str, batch_size: int, *, seed: int, shuffle: bool,
+                drop_remainder: bool) -> Iterator[Batch]:
+        data = self.arrays(split)
+        n = len(data[LABEL])
+        order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+        stop = n - n % batch_size if drop_remainder else n
+        for start in range(0, stop, batch_size):
+            idx = order[start:start + batch_size]
+            yield {k: v[idx] for k, v in data.items()}
+
+    def encode(self, modality: str, value: str) -> np.ndarray:
+        """A message's text as token ids ``[max_len]``."""
+        if modality != "text":
+            raise DataError(f"no modality {modality!r}; this data set has: text")
+        return self.vocab.encode(value, self.max_len)
+
+    def save(self, run_dir: Path) -> None:
+        self.vocab.save(Path(run_dir) / VOCAB_FILE)
+
+    def restore(self, run_dir: Path) -> None:
+        path = Path(run_dir) / VOCAB_FILE
+        if not path.is_file():
+            raise DataError(f"{path}: not found; the run directory holds no vocabulary")
+        vocab = Vocabulary.load(path)
+        expected = self.spec["text"].metadata["vocab_size"]
+        if len(vocab) != expected:
+            raise DataError(f"{path}: the saved vocabulary has {len(vocab)} ids, but this data set's "
+                            f"vocab_size is {expected}; the run was trained on other data or settings")
+        self.vocab = vocab
+        self._cache.clear()

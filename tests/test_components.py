@@ -147,3 +147,14 @@ def test_sum_projects_to_a_common_width():
     only_a = fusion({"a": jnp.ones((2, 3)), "b": jnp.zeros((2, 7))},
                     {"a": jnp.array([True, True]), "b": jnp.array([False, False])})
     np.testing.assert_allclose(out[1], only_a[1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("readout", ["avg", "max", "time_avg", "flatten"])
+def test_spectrogram_readouts_declare_their_width(readout):
+    for dense in (16, 0):
+        enc = build("encoder", "spectrogram_audio", input_shape=(800,), sample_rate=8000, n_fft=64,
+                    hop_length=32, n_mels=16, channels=[4, 8], dense=dense, readout=readout)
+        out = enc(jnp.ones((2, 800)))
+        assert out.shape == (2, enc.out_features)
+        if dense:
+            assert enc.out_features == 16

@@ -19,7 +19,7 @@ import numpy as np
 from fusionjax.errors import DataError
 
 PAD, UNK = 0, 1
-_WORD = re.compile(r"[\w']+")
+_WORD = re.compile(r"(?:[^\W_]|')+")  # letters, digits, apostrophes
 
 
 def words(text: str) -> list[str]:

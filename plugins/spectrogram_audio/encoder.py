@@ -16,7 +16,12 @@ from fusionjax.interfaces import Encoder, TokenSequence
 
 class SpectrogramAudioEncoder(Encoder):
     """Log-mel spectrogram (computed inside the compiled step) -> conv stack ->
-    global ``readout`` pool -> dense + ReLU (``dense = 0`` drops the dense layer).
+    ``readout`` -> dense + ReLU (``dense = 0`` drops the dense layer).
+
+    ``readout``: ``"avg"``/``"max"`` pool over time and frequency (the reference
+    workloads' choice); ``"time_avg"`` averages over time only and keeps the
+    frequency axis (shift-invariant, keeps the spectral shape: better for speech);
+    ``"flatten"`` keeps everything (sized from the data set's clip length).
 
     The spectrogram ``[B, frames, n_mels]`` is treated as a one-channel image.
     ``sample_rate`` defaults to the data set's.  The token sequence is one token
@@ -39,7 +44,7 @@ class SpectrogramAudioEncoder(Encoder):
         pool: Pool = "max",
         pool_size: int = 2,
         pool_layers: int | None = None,
-        readout: Literal["avg", "max"] = "avg",
+        readout: Literal["avg", "max", "time_avg", "flatten"] = "avg",
         dense: int = 128,
         rngs: nnx.Rngs,
     ):
@@ -72,8 +77,11 @@ class SpectrogramAudioEncoder(Encoder):
             raise ConfigError(f"{pool_layers} poolings shrink the {frames}x{n_mels} spectrogram "
                               "to nothing", key="pool_layers")
         self.readout = readout
-        self.dense = nnx.Linear(channels[-1], dense, rngs=rngs) if dense > 0 else None
-        self.out_features = dense if dense > 0 else channels[-1]
+        out_t, out_f = self.convs.output_hw(frames, n_mels)
+        width = {"avg": 1, "max": 1, "time_avg": out_f, "flatten": out_t * out_f}[readout]
+        width *= channels[-1]
+        self.dense = nnx.Linear(width, dense, rngs=rngs) if dense > 0 else None
+        self.out_features = dense if dense > 0 else width
         self.token_features = channels[-1]
 
     def spectrogram(self, audio: jax.Array) -> jax.Array:
@@ -81,8 +89,15 @@ class SpectrogramAudioEncoder(Encoder):
         return self.frontend(audio)
 
     def __call__(self, audio: jax.Array) -> jax.Array:
-        f = self.convs(self.spectrogram(audio)[..., None])
-        f = f.mean(axis=(1, 2)) if self.readout == "avg" else f.max(axis=(1, 2))
+        f = self.convs(self.spectrogram(audio)[..., None])  # [B, time, mel, C]
+        if self.readout == "avg":
+            f = f.mean(axis=(1, 2))
+        elif self.readout == "max":
+            f = f.max(axis=(1, 2))
+        elif self.readout == "time_avg":
+            f = f.mean(axis=1).reshape(f.shape[0], -1)
+        else:
+            f = f.reshape(f.shape[0], -1)
         return jax.nn.relu(self.dense(f)) if self.dense is not None else f
 
     def tokens(self, audio: jax.Array) -> TokenSequence:

@@ -96,7 +96,7 @@ class Assembly:
                 "fusion": self.fusion.resolved(),
                 "head": self.head.resolved(),
             },
-            "data": self.data_part.resolved(),
+            "data": {**self.data_part.resolved(), **self.dataset.resolved_settings()},
             "train": dataclasses.asdict(self.train),
         }
 
@@ -228,6 +228,10 @@ def _check_data(dataset: Dataset, name: str, train: TrainConfig) -> None:
     for split, key in (("train", "data"), (train.eval_split, "train.eval_split")):
         try:
             size = dataset.size(split)
+        except DataError:
+            raise  # unreadable files: a data error, not a config error
+        except ConfigError as e:
+            raise e.under("data") from None
         except Exception as e:  # noqa: BLE001 - the data set's own message says which splits exist
             raise ConfigError(f"data set {name!r} has no split {split!r}: {e}", key=key) from None
         if size < 1:

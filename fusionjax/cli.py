@@ -137,6 +137,8 @@ def _evaluate(args) -> int:
     except Exception as e:  # noqa: BLE001 - the data set says which splits it has
         raise ConfigError(f"--split {split!r}: {e}") from None
     mesh = data_mesh()
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     batch = args.batch_size or run.assembly.train.eval_batch_size or run.assembly.train.batch_size
     batch += -batch % mesh.devices.size
     steps = make_steps(run.model, run.assembly.optimizer, mesh)
@@ -168,7 +170,10 @@ def _predict(args) -> int:
     for m in model.modalities:
         field = dataset.spec[m]
         present = m in given
-        x = dataset.encode(m, given[m]) if present else np.zeros(field.shape, field.dtype)
+        try:
+            x = dataset.encode(m, given[m]) if present else np.zeros(field.shape, field.dtype)
+        except NotImplementedError as e:
+            raise ConfigError(f"predict: {e}") from None
         batch[m] = np.asarray(x)[None]
         batch[mask_key(m)] = np.array([present])
     head = model.head

@@ -169,6 +169,11 @@ class Dataset(abc.ABC):
     ) -> Iterator[Batch]:
         """One pass over ``split``; the last batch may be short unless ``drop_remainder``."""
 
+    def resolved_settings(self) -> dict[str, Any]:
+        """Parameters to record in the run's config as actually used (e.g. the data
+        folder a ``root = None`` resolved to), so that reloading a run reads the same data."""
+        return {}
+
     def save(self, run_dir: Path) -> None:  # noqa: B027 - optional hook, nothing to save by default
         """Write what reading new inputs needs (e.g. a vocabulary) into ``run_dir``."""
 

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT
-from fusionjax.data.text import UNK
-from fusionjax.errors import ConfigError, DataError
 from fusionjax_plugins.digits import sources
 from fusionjax_plugins.digits.avdigits import AVDigits
 from fusionjax_plugins.digits.digit_qa import OPERATIONS, DigitQA
+
+from fusionjax.data.text import UNK
+from fusionjax.errors import ConfigError, DataError
 
 FULL = ROOT.parent / "shared" / "data"
 needs_full = pytest.mark.skipif(not (FULL / "mnist").is_dir(),
@@ -121,3 +121,41 @@ def test_full_sets_sizes():
     ds = AVDigits(root=str(FULL))
     assert ds.size("train") == 60000 and ds.size("test") == 10000
     assert len(ds.recordings("train").labels) == 2700 and len(ds.recordings("test").labels) == 300
+
+
+def test_learns_real_digits_from_the_shipped_subset(tmp_path):
+    """Image + audio on real MNIST digits and FSDD recordings (the shipped subset):
+    a short run must recognise the digits well above chance (0.1)."""
+    from fusionjax.assembly import assemble
+    from fusionjax.config import load_config
+    from fusionjax.train.loop import train
+
+    cfg = load_config(ROOT / "examples" / "avdigits.toml",
+                      ["train.steps=150", "train.log_every=50", "data.test_size=500"])
+    result = train(assemble(cfg), tmp_path / "run", log=lambda s: None)
+    assert result.eval_metrics["accuracy"] >= 0.85, result.eval_metrics
+
+
+def test_noise_does_not_depend_on_batching():
+    ds = AVDigits(noisy=True, test_size=40)
+    whole = next(ds.batches("test", 40, seed=0, shuffle=False, drop_remainder=False))
+    parts = list(ds.batches("test", 7, seed=0, shuffle=False, drop_remainder=False))
+    for key in ("image", "audio", "label"):
+        np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
+
+
+def test_sizes_are_checked_and_the_data_folder_recorded(tiny_config):
+    from fusionjax.assembly import assemble
+    from fusionjax.config import apply_overrides
+
+    cfg = apply_overrides(tiny_config, ["data={type=\"avdigits\", train_size=5000}"])
+    cfg["model"]["encoders"] = {"image": cfg["model"]["encoders"]["image"]}
+    with pytest.raises(ConfigError, match=r"^data.train_size: asks for 5000 train examples"):
+        assemble(cfg)
+    cfg = apply_overrides(cfg, ["data.train_size=0"])
+    with pytest.raises(ConfigError, match=r"^data.train_size: must be >= 1"):
+        assemble(cfg)
+    cfg = apply_overrides(cfg, ["data.train_size=100"])
+    resolved = assemble(cfg).resolved_config()
+    assert Path(resolved["data"]["root"]).is_absolute()
+    assert resolved["data"]["root"] == str((ROOT / "examples" / "data").resolve())

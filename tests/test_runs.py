@@ -6,7 +6,6 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, run_cli
 
 SHIPPED = ROOT / "examples" / "data"

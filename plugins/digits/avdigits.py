@@ -52,33 +52,40 @@ class AVDigits(DigitsBase):
         self.label_names = tuple(str(d) for d in range(10))
         self.spec = {**self.spec, LABEL: FieldSpec((), "int32")}
 
+    def size(self, split: str) -> int:
+        n, available = super().size(split), len(self.images(split)[1])
+        if n > available:  # each image is used once per epoch
+            raise ConfigError(f"asks for {n} {split} examples; the {split} split has "
+                              f"{available} images", key=f"{split}_size")
+        return n
+
     def draw(self, split, n, rng):
         _, labels = self.images(split)
         image = rng.choice(len(labels), size=n, replace=False) if n < len(labels) else np.arange(n)
         audio = pick_per_class(labels[image], self.recordings(split).by_class(), rng)
         return {"image": image, "audio": audio, LABEL: labels[image]}
 
-    def materialise(self, split, draws, rng, rows) -> Batch:
-        batch = super().materialise(split, draws, rng, rows)
+    def materialise(self, split, draws, rows, rngs) -> Batch:
+        batch = super().materialise(split, draws, rows, rngs)
         if self.noisy:
-            batch["image"] = degrade_images(batch["image"], self.image_noise, self.occlusion, rng)
-            batch["audio"] = add_noise(batch["audio"], self.audio_snr_db, rng)
+            for i, rng in enumerate(rngs):
+                batch["image"][i] = degrade_image(batch["image"][i], self.image_noise,
+                                                  self.occlusion, rng)
+                batch["audio"][i] = add_noise(batch["audio"][i], self.audio_snr_db, rng)
         return batch
 
 
-def degrade_images(x: np.ndarray, noise: float, occlusion: int, rng: np.random.Generator):
-    """Pixel noise (``noise`` in [0, 1]-pixel units) and one blanked square per image."""
+def degrade_image(x: np.ndarray, noise: float, occlusion: int, rng: np.random.Generator):
+    """Pixel noise (``noise`` in [0, 1]-pixel units) and one blanked square."""
     x = x + (noise / sources.MNIST_STD) * rng.standard_normal(x.shape, np.float32)
     if occlusion:
-        blank = (0.0 - sources.MNIST_MEAN) / sources.MNIST_STD
-        corners = rng.integers(0, 28 - occlusion + 1, size=(len(x), 2))
-        for i, (r, c) in enumerate(corners):
-            x[i, r:r + occlusion, c:c + occlusion] = blank
-    return x.astype(np.float32)
+        r, c = rng.integers(0, 28 - occlusion + 1, size=2)
+        x[r:r + occlusion, c:c + occlusion] = (0.0 - sources.MNIST_MEAN) / sources.MNIST_STD
+    return x
 
 
 def add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
-    """White noise at ``snr_db`` relative to each recording's RMS over its non-silent part."""
-    power = np.array([np.mean(a[a != 0] ** 2) if np.any(a) else 0.0 for a in audio])
-    scale = np.sqrt(power / 10 ** (snr_db / 10))[:, None]
-    return (audio + scale * rng.standard_normal(audio.shape)).astype(np.float32)
+    """White noise at ``snr_db`` relative to the recording's power over its non-silent part."""
+    voiced = audio[audio != 0]
+    power = float(np.mean(voiced ** 2)) if voiced.size else 0.0
+    return audio + np.sqrt(power / 10 ** (snr_db / 10)) * rng.standard_normal(audio.shape)

@@ -47,16 +47,24 @@ class DigitsBase(Dataset):
     def size(self, split: str) -> int:
         if split not in SPLITS:
             raise KeyError(f"unknown split {split!r}; this data set has: {', '.join(SPLITS)}")
-        return self.requested[split] or len(self.images(split)[1])
+        requested = self.requested[split]
+        if requested is not None and requested < 1:
+            raise ConfigError(f"must be >= 1 (or left out for the whole split), got {requested}",
+                              key=f"{split}_size")
+        return requested or len(self.images(split)[1])
+
+    def resolved_settings(self) -> dict:
+        return {"root": self.root}
 
     # -- examples ------------------------------------------------------------------------------
     def draw(self, split: str, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Index arrays ``{"image": [n], "audio": [n], ..., "label": [n]}`` for a split."""
         raise NotImplementedError
 
-    def materialise(self, split: str, draws: dict[str, np.ndarray], rng: np.random.Generator,
-                    rows: np.ndarray) -> Batch:
-        """Arrays for ``rows`` of ``draws`` (subclasses add modalities or noise)."""
+    def materialise(self, split: str, draws: dict[str, np.ndarray], rows: np.ndarray,
+                    rngs: list[np.random.Generator]) -> Batch:
+        """Arrays for ``rows`` of ``draws``; ``rngs`` has one generator per row, seeded by
+        the example itself, so noise never depends on how examples are batched."""
         images, _ = self.images(split)
         audio = self.recordings(split).audio
         return {"image": sources.mnist_float(images[draws["image"][rows]]),
@@ -74,8 +82,10 @@ class DigitsBase(Dataset):
         order = rng.permutation(n) if shuffle else np.arange(n)
         stop = n - n % batch_size if drop_remainder else n
         for start in range(0, stop, batch_size):
-            batch_rng = np.random.default_rng([self.seed, SPLITS.index(split), epoch_seed, start])
-            yield self.materialise(split, draws, batch_rng, order[start:start + batch_size])
+            rows = order[start:start + batch_size]
+            rngs = [np.random.default_rng([self.seed, SPLITS.index(split), epoch_seed, int(r)])
+                    for r in rows]
+            yield self.materialise(split, draws, rows, rngs)
 
     # -- new inputs ----------------------------------------------------------------------------
     def encode(self, modality: str, value: str) -> np.ndarray:

@@ -107,8 +107,8 @@ class DigitQA(DigitsBase):
         text = np.stack([self.vocab.encode(t, self.max_len) for t in texts])
         return {"image": image, "audio": audio, "text": text, LABEL: answer}
 
-    def materialise(self, split, draws, rng, rows) -> Batch:
-        batch = super().materialise(split, draws, rng, rows)
+    def materialise(self, split, draws, rows, rngs) -> Batch:
+        batch = super().materialise(split, draws, rows, rngs)
         batch["text"] = draws["text"][rows]
         return batch
 

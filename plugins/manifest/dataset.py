@@ -398,6 +398,9 @@ class ManifestDataset(Dataset):
 
     # -- the Dataset interface ------------------------------------------------------------
 
+    def resolved_settings(self) -> dict:
+        return {"path": str(self.path.resolve())}
+
     def size(self, split: str) -> int:
         """Rows of ``split`` (decoding a split drops rows it finds unreadable, when skipping)."""
         return len(self._splits[self._check_split(split)])

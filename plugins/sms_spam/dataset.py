@@ -96,6 +96,9 @@ class SmsSpamDataset(Dataset):
             raise KeyError(f"unknown split {split!r}; this data set has: {', '.join(self.splits)}")
         return split
 
+    def resolved_settings(self) -> dict:
+        return {"root": str(self.path.parent.parent)}
+
     def size(self, split: str) -> int:
         return len(self.splits[self._check_split(split)])
 

@@ -35,6 +35,7 @@ from typing import Literal
 import numpy as np
 
 from fusionjax.data.audio import load_audio
+from fusionjax.data.batching import array_batches
 from fusionjax.data.image import normalize, read_image
 from fusionjax.data.splits import split_indices
 from fusionjax.data.text import Vocabulary
@@ -407,13 +408,8 @@ class ManifestDataset(Dataset):
 
     def batches(self, split: str, batch_size: int, *, seed: int, shuffle: bool,
                 drop_remainder: bool) -> Iterator[Batch]:
-        data = self.arrays(split)
-        n = len(data[LABEL])
-        order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
-        stop = n - n % batch_size if drop_remainder else n
-        for start in range(0, stop, batch_size):
-            idx = order[start:start + batch_size]
-            yield {k: v[idx] for k, v in data.items()}
+        return array_batches(self.arrays(split), batch_size, seed=seed, shuffle=shuffle,
+                             drop_remainder=drop_remainder)
 
     def lines(self, split: str) -> list[int]:
         """The manifest lines of ``split``'s rows, in the order of :meth:`arrays`."""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fusionjax.data.batching import array_batches
 from fusionjax.data.locate import data_dir
 from fusionjax.data.splits import split_indices
 from fusionjax.data.text import Vocabulary
@@ -113,13 +114,8 @@ class SmsSpamDataset(Dataset):
 
     def batches(self, split: str, batch_size: int, *, seed: int, shuffle: bool,
                 drop_remainder: bool) -> Iterator[Batch]:
-        data = self.arrays(split)
-        n = len(data[LABEL])
-        order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
-        stop = n - n % batch_size if drop_remainder else n
-        for start in range(0, stop, batch_size):
-            idx = order[start:start + batch_size]
-            yield {k: v[idx] for k, v in data.items()}
+        return array_batches(self.arrays(split), batch_size, seed=seed, shuffle=shuffle,
+                             drop_remainder=drop_remainder)
 
     def encode(self, modality: str, value: str) -> np.ndarray:
         """A message's text as token ids ``[max_len]``."""

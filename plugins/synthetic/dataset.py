@@ -22,6 +22,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from fusionjax.data.batching import array_batches
 from fusionjax.errors import ConfigError
 from fusionjax.interfaces import LABEL, Batch, Dataset, FieldSpec
 
@@ -123,10 +124,5 @@ class SyntheticDataset(Dataset):
 
     def batches(self, split: str, batch_size: int, *, seed: int, shuffle: bool,
                 drop_remainder: bool) -> Iterator[Batch]:
-        data = self.arrays(split)
-        n = len(data[LABEL])
-        order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
-        stop = n - n % batch_size if drop_remainder else n
-        for start in range(0, stop, batch_size):
-            idx = order[start:start + batch_size]
-            yield {k: v[idx] for k, v in data.items()}
+        return array_batches(self.arrays(split), batch_size, seed=seed, shuffle=shuffle,
+                             drop_remainder=drop_remainder)

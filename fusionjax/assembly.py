@@ -74,7 +74,7 @@ class Assembly:
     dataset: Dataset
     data_part: Part
     encoders: Mapping[str, Part]
-    fusion: Part
+    fusion: Part | None  # None when the head reads the embeddings directly
     head: Part
     train: TrainConfig
     optimizer: optax.GradientTransformation
@@ -84,18 +84,24 @@ class Assembly:
         seed = self.train.seed if seed is None else seed
         return FusionModel(
             {m: p.build(seed) for m, p in self.encoders.items()},
-            self.fusion.build(seed),
+            self.fusion.build(seed) if self.fusion is not None else None,
             self.head.build(seed),
         )
 
+    @property
+    def parts(self) -> list[Part]:
+        """Every model part in config order: encoders, fusion (if any), head."""
+        fusion = [self.fusion] if self.fusion is not None else []
+        return [*self.encoders.values(), *fusion, self.head]
+
     def resolved_config(self) -> dict[str, Any]:
         """The config after overrides and defaults, with qualified component names."""
+        model = {"encoders": {m: p.resolved() for m, p in self.encoders.items()}}
+        if self.fusion is not None:
+            model["fusion"] = self.fusion.resolved()
+        model["head"] = self.head.resolved()
         return {
-            "model": {
-                "encoders": {m: p.resolved() for m, p in self.encoders.items()},
-                "fusion": self.fusion.resolved(),
-                "head": self.head.resolved(),
-            },
+            "model": model,
             "data": {**self.data_part.resolved(), **self.dataset.resolved_settings()},
             "train": dataclasses.asdict(self.train),
         }
@@ -112,7 +118,9 @@ class Assembly:
         """Trainable parameters per component key path."""
         model = self.abstract_model()
         parts = {f"model.encoders.{m}": model.encoders[m] for m in model.modalities}
-        parts.update({"model.fusion": model.fusion, "model.head": model.head})
+        if model.fusion is not None:
+            parts["model.fusion"] = model.fusion
+        parts["model.head"] = model.head
         return {k: _count(nnx.state(v, nnx.Param)) for k, v in parts.items()}
 
 
@@ -208,15 +216,37 @@ def assemble(config: Mapping[str, Any], registry: Registry | None = None) -> Ass
         encoders[modality] = part
         widths[modality] = _width(_abstract(part, "encoder"), "out_features", part)
 
-    fusion_spec = _resolve(registry, "fusion", model_cfg["fusion"], "model.fusion")
-    fusion = _part(fusion_spec, model_cfg["fusion"], "model.fusion", {"in_features": widths}, {})
-    fused = _width(_abstract(fusion, "fusion"), "out_features", fusion)
-
     head_spec = _resolve(registry, "head", model_cfg["head"], "model.head")
+    takes_embeddings = getattr(head_spec.load(), "inputs", "fused") == "embeddings"
+    fusion, fused = None, None
+    if takes_embeddings:
+        if "fusion" in model_cfg:
+            raise ConfigError(
+                f"head {head_spec.describe()} reads the modalities' embeddings directly, so the "
+                f"model has no fusion", key="model.fusion", hint="remove the [model.fusion] table")
+    elif "fusion" not in model_cfg:
+        raise ConfigError("missing table [model.fusion]", key="model.fusion",
+                          hint=f"e.g. type = \"concat\"; fusions: {', '.join(registry.names('fusion'))}")
+    else:
+        fusion_spec = _resolve(registry, "fusion", model_cfg["fusion"], "model.fusion")
+        fusion = _part(fusion_spec, model_cfg["fusion"], "model.fusion", {"in_features": widths}, {})
+        fused = _width(_abstract(fusion, "fusion"), "out_features", fusion)
+
+    label = dataset.spec.get(LABEL)
     defaults = {}
     if dataset.num_classes is not None:
         defaults["num_classes"] = (dataset.num_classes, f"the class count of data set {data_name!r}")
-    head = _part(head_spec, model_cfg["head"], "model.head", {"in_features": fused}, defaults)
+    injected = {"in_features": dict(widths) if takes_embeddings else fused}
+    if label is not None:
+        injected["label_shape"] = tuple(label.shape)
+    head = _part(head_spec, model_cfg["head"], "model.head", injected, defaults)
+    if label is not None:
+        try:
+            _abstract(head, "head").check_labels(label)
+        except ConfigError as e:
+            e = e.under("model.head")
+            raise ConfigError(f"{e.message} (labels of data set {data_name!r}: shape "
+                              f"{tuple(label.shape)}, {label.dtype})", key=e.key, hint=e.hint) from None
 
     assembly = Assembly(config, dataset, data_part, encoders, fusion, head, train, optimizer)
     _check_forward(assembly, widths, fused)
@@ -249,8 +279,8 @@ def _width(module: Any, attr: str, part: Part) -> int:
     return value
 
 
-def _check_forward(assembly: Assembly, widths: Mapping[str, int], fused: int) -> None:
-    """One abstract forward pass: every declared width must be the real one."""
+def _check_forward(assembly: Assembly, widths: Mapping[str, int], fused: int | None) -> None:
+    """One abstract forward pass and loss: every declared width must be the real one."""
     batch = assembly.example_batch(2)
 
     def run(b):
@@ -266,10 +296,25 @@ def _check_forward(assembly: Assembly, widths: Mapping[str, int], fused: int) ->
                     f"{type(e).__name__}: {e} ({part.owner})", key=part.key) from None
             _expect(out[m].shape, (2, widths[m]), part, "its output")
         masks = {m: jax.numpy.ones((2,), bool) for m in out}
-        tokens = {m: model.encoders[m].tokens(b[m]) for m in out} if model.fusion.uses_tokens else None
-        fused_out = model.fusion(out, masks, tokens)
-        _expect(fused_out.shape, (2, fused), assembly.fusion, "its output")
-        return model.head(fused_out)
+        if model.fusion is None:
+            predictions = model.head(out, masks)
+        else:
+            tokens = ({m: model.encoders[m].tokens(b[m]) for m in out}
+                      if model.fusion.uses_tokens else None)
+            fused_out = model.fusion(out, masks, tokens)
+            _expect(fused_out.shape, (2, fused), assembly.fusion, "its output")
+            predictions = model.head(fused_out)
+        if LABEL in b:
+            try:
+                model.head.loss(predictions, b[LABEL])
+                model.head.metric_stats(predictions, b[LABEL], jax.numpy.ones((2,)))
+            except Exception as e:  # noqa: BLE001
+                raise ConfigError(
+                    f"cannot score the data set's labels {b[LABEL].shape[1:]} {b[LABEL].dtype}: "
+                    f"{type(e).__name__}: {e} ({assembly.head.owner})", key=assembly.head.key,
+                    hint="the head and the data set's task disagree (classes, multi-label, "
+                         "regression targets?)") from None
+        return predictions
 
     try:
         jax.eval_shape(run, batch)

@@ -212,9 +212,7 @@ def _print_summary(config: str, assembly) -> None:
     print(f"config {config}: OK")
     print(f"data   {assembly.data_part.spec.qualified_name}: "
           + ", ".join(f"{s} {ds.size(s)}" for s in ("train", assembly.train.eval_split)))
-    rows = [(p.key, p.spec.qualified_name) for p in assembly.encoders.values()]
-    rows += [(assembly.fusion.key, assembly.fusion.spec.qualified_name),
-             (assembly.head.key, assembly.head.spec.qualified_name)]
+    rows = [(p.key, p.spec.qualified_name) for p in assembly.parts]
     width = max(len(k) for k, _ in rows)
     print("model")
     for key, name in rows:

@@ -7,12 +7,17 @@ A model is ``encoders -> fusion -> head``:
   mask, for token-level fusions);
 * a :class:`Fusion` maps ``{modality: embedding}`` plus per-modality presence masks
   to ``[B, out_features]``;
-* a :class:`Head` maps fused features to predictions and owns its loss and metrics;
+* a :class:`Head` maps fused features to predictions and owns its loss and metrics
+  (a head with ``inputs = "embeddings"``, e.g. a contrastive objective, takes the
+  per-modality embeddings instead, and the model has no fusion);
 * a :class:`Dataset` (host side, NumPy, not a module) yields batches.
 
 Batches are ``dict[str, array]``: one entry per modality name (``"image"``,
 ``"text"``, ...), ``"label"``, and optionally ``"mask/<modality>"`` (bool ``[B]``,
-True where the example has that modality; absent means all present).
+True where the example has that modality; absent means all present).  The model
+zeroes an absent modality's input before encoding it, and every fusion must make
+an absent modality contribute nothing: its data, whatever it holds (even NaN),
+never changes an output or a gradient.
 
 Widths flow explicitly, because NNX builds parameters eagerly: assembly gives each
 component what it needs to size itself, never a user.  An encoder may take
@@ -28,7 +33,7 @@ import abc
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import jax
 import numpy as np
@@ -110,10 +115,21 @@ class Head(nnx.Module, abc.ABC):
     batches and devices: :meth:`metric_stats` returns *additive* statistics
     (sums, counts) inside the compiled step; :meth:`finalize_metrics` turns their
     totals into metric values on the host.
+
+    A head that compares modalities rather than reading their fusion (e.g. a
+    CLIP-style contrastive objective) sets ``inputs = "embeddings"``: it is built
+    with ``in_features={modality: width}`` like a fusion, called as
+    ``head(embeddings, masks)``, and the config has no ``[model.fusion]``.
     """
 
+    inputs: ClassVar[Literal["fused", "embeddings"]] = "fused"
+
     @abc.abstractmethod
-    def __call__(self, features: Array) -> Array: ...
+    def __call__(self, features: Array, *args: Any) -> Array: ...
+
+    def check_labels(self, spec: FieldSpec) -> None:  # noqa: B027 - optional hook
+        """Raise :class:`~fusionjax.errors.ConfigError` when the data set's labels
+        (``spec``: per-example shape and dtype) are not what this head learns from."""
 
     @abc.abstractmethod
     def loss(self, predictions: Array, labels: Array) -> Array:

@@ -68,10 +68,11 @@ def check_top_level(config: Mapping[str, Any]) -> None:
                 f"unknown key{did_you_mean(key, MODEL_SECTIONS)}", key=f"model.{key}",
                 hint="[model] holds: " + ", ".join(MODEL_SECTIONS),
             )
-    for key in MODEL_SECTIONS:
+    for key in ("encoders", "head"):  # a fusion is optional for heads that take embeddings
         if key not in model:
             raise ConfigError(f"missing table [model.{key}]", key=f"model.{key}")
-        if not isinstance(model[key], dict):
+    for key in MODEL_SECTIONS:
+        if key in model and not isinstance(model[key], dict):
             raise ConfigError(f"must be a table, got {model[key]!r}", key=f"model.{key}")
     if not model["encoders"]:
         raise ConfigError("needs at least one modality, e.g. [model.encoders.image]",

@@ -216,6 +216,13 @@ def assemble(config: Mapping[str, Any], registry: Registry | None = None) -> Ass
         encoders[modality] = part
         widths[modality] = _width(_abstract(part, "encoder"), "out_features", part)
 
+    for modality in train.modality_dropout:
+        if modality not in encoders:
+            raise ConfigError(f"the model has no modality {modality!r}"
+                              f"{did_you_mean(modality, encoders)}",
+                              key=f"train.modality_dropout.{modality}",
+                              hint=f"its modalities are: {', '.join(encoders)}")
+
     head_spec = _resolve(registry, "head", model_cfg["head"], "model.head")
     takes_embeddings = getattr(head_spec.load(), "inputs", "fused") == "embeddings"
     fusion, fused = None, None

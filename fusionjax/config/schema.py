@@ -39,6 +39,7 @@ class TrainConfig:
     eval_split: str = "test"
     eval_batch_size: int | None = None
     output_dir: str | None = None
+    modality_dropout: dict = field(default_factory=dict)  # {modality: probability}
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "log_every"):
@@ -46,6 +47,13 @@ class TrainConfig:
                 raise ConfigError(f"must be >= 1, got {getattr(self, name)}", key=f"train.{name}")
         if self.eval_batch_size is not None and self.eval_batch_size < 1:
             raise ConfigError("must be >= 1", key="train.eval_batch_size")
+        for modality, rate in self.modality_dropout.items():
+            key = f"train.modality_dropout.{modality}"
+            if isinstance(rate, bool) or not isinstance(rate, int | float):
+                raise ConfigError(f"must be a probability, got {rate!r}", key=key)
+            if not 0.0 <= rate < 1.0:
+                raise ConfigError(f"must be in [0, 1), got {rate}", key=key,
+                                  hint="the probability that a training example loses this modality")
 
 
 def check_top_level(config: Mapping[str, Any]) -> None:

@@ -9,6 +9,7 @@ data axis; the state is replicated; XLA inserts the gradient all-reduce.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -20,6 +21,7 @@ from jax.sharding import Mesh
 from fusionjax.interfaces import LABEL, Batch
 from fusionjax.model import FusionModel
 from fusionjax.parallel import batch_sharding, replicated
+from fusionjax.train.modality_dropout import drop_modalities, dropout_key
 
 
 class TrainState(NamedTuple):
@@ -39,7 +41,10 @@ class Steps(NamedTuple):
     merge: Any  # TrainState -> FusionModel
 
 
-def make_steps(model: FusionModel, tx: optax.GradientTransformation, mesh: Mesh) -> Steps:
+def make_steps(model: FusionModel, tx: optax.GradientTransformation, mesh: Mesh, *,
+               modality_dropout: Mapping[str, float] | None = None, seed: int = 0) -> Steps:
+    """``modality_dropout`` ({modality: probability}) hides modalities of random
+    training examples, drawn from ``seed`` and the step number."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     state = TrainState(jnp.zeros((), jnp.int32), params, rest, tx.init(params))
     state = jax.device_put(state, replicated(mesh))
@@ -50,7 +55,12 @@ def make_steps(model: FusionModel, tx: optax.GradientTransformation, mesh: Mesh)
         predictions = model(batch)
         return model.head.loss(predictions, batch[LABEL]), (predictions, model)
 
+    modalities, rates = model.modalities, dict(modality_dropout or {})
+
     def train_step(state: TrainState, batch: Batch):
+        if any(rates.values()):
+            key = jax.random.fold_in(dropout_key(seed), state.step)
+            batch = drop_modalities(batch, rates, modalities, key)
         grad_fn = jax.value_and_grad(forward, has_aux=True)
         (loss, (predictions, model)), grads = grad_fn(state.params, state.rest, batch)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)

@@ -11,36 +11,61 @@ import optax
 from flax import nnx
 
 from fusionjax.errors import ConfigError
-from fusionjax.interfaces import Head
+from fusionjax.interfaces import FieldSpec, Head
 
 
 class ClassificationHead(Head):
     """``hidden`` dense + ReLU layers, then a dense layer to ``num_classes`` logits.
 
-    Loss: softmax cross-entropy on integer labels.  Metrics: ``loss``, ``accuracy``,
+    Loss: softmax cross-entropy on integer labels; with ``label_smoothing`` = a > 0
+    the training loss uses smoothed targets, ``(1 - a) * one_hot + a / num_classes``
+    (``optax.smooth_labels``).  Metrics: ``loss`` (always the plain cross-entropy
+    against the true class, so runs with and without smoothing compare), ``accuracy``,
     ``macro_f1`` (unweighted mean of the per-class F1) and, with two classes, ``f1``
     of class 1 (the positive class, e.g. "spam").  ``num_classes`` defaults to the
     data set's.
     """
 
     def __init__(self, in_features: int, *, num_classes: int, hidden: tuple[int, ...] = (),
-                 rngs: nnx.Rngs):
+                 label_smoothing: float = 0.0, rngs: nnx.Rngs):
         if num_classes < 2:
             raise ConfigError(f"must be >= 2, got {num_classes}", key="num_classes")
         if any(h < 1 for h in hidden):
             raise ConfigError(f"widths must be >= 1, got {list(hidden)}", key="hidden")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ConfigError(f"must be in [0, 1), got {label_smoothing}", key="label_smoothing",
+                              hint="0 for hard targets; 0.1 is a common choice")
         widths = (in_features, *hidden)
         self.hidden = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths, widths[1:])])
         self.out = nnx.Linear(widths[-1], num_classes, rngs=rngs)
         self.num_classes = num_classes
+        self.label_smoothing = label_smoothing
 
     def __call__(self, features: jax.Array) -> jax.Array:
         for layer in self.hidden:
             features = jax.nn.relu(layer(features))
         return self.out(features)
 
+    def check_labels(self, spec: FieldSpec) -> None:
+        dtype = np.dtype(spec.dtype)
+        if tuple(spec.shape) == () and np.issubdtype(dtype, np.integer):
+            return
+        if len(spec.shape) == 1 and spec.shape[0] > 1:
+            hint = ('labels that are vectors of 0/1 per class (multi-hot) need type = "multilabel"; '
+                    'real-valued vectors need type = "regression"')
+        elif np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.bool_):
+            hint = 'real-valued labels need type = "regression"'
+        else:
+            hint = 'use a head that fits the labels, e.g. type = "regression" or "multilabel"'
+        raise ConfigError(f"the classification head needs one integer class id per example, "
+                          f"got labels of shape {tuple(spec.shape)} ({dtype})", hint=hint)
+
     def loss(self, predictions, labels):
-        return optax.softmax_cross_entropy_with_integer_labels(predictions, labels).mean()
+        if not self.label_smoothing:
+            return optax.softmax_cross_entropy_with_integer_labels(predictions, labels).mean()
+        targets = optax.smooth_labels(jax.nn.one_hot(labels, self.num_classes, dtype=predictions.dtype),
+                                      self.label_smoothing)
+        return optax.softmax_cross_entropy(predictions, targets).mean()
 
     def probabilities(self, predictions: jax.Array) -> jax.Array:
         """``[B, num_classes]`` class probabilities."""

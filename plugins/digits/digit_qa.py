@@ -2,16 +2,21 @@
 
 Each example is an MNIST image of digit ``a``, an FSDD recording of digit ``b``
 (independent of ``a``) and an instruction, in varied wording, asking for their
-sum, (absolute) difference, the larger or the smaller.  The label is the answer,
-0-18.  No single modality can answer: the model must read the image, hear the
-recording and understand the question.  Train examples are re-drawn every epoch;
-the test examples are one fixed draw from MNIST's test images and FSDD's test
-recordings.  The vocabulary is built from the training instructions.
+sum, (absolute) difference, the larger or the smaller.  The label (``target``) is
+the answer as a class, 0-18 (``"answer"``), the answer as a float32 number for
+regression (``"value"``), or the multi-hot float32 ``[10]`` vector of the two digits
+shown and spoken, ``a`` and ``b``, for multi-label learning (``"digits"``; one bit
+when they are equal).  No single modality can answer: the model must read the
+image, hear the recording and (except for ``"digits"``) understand the question.
+Train examples are re-drawn every epoch; the test examples are one fixed draw from
+MNIST's test images and FSDD's test recordings.  The vocabulary is built from the
+training instructions.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from fusionjax_plugins.digits.base import DigitsBase
@@ -44,6 +49,7 @@ IMAGE_PHRASES = ["the written digit", "the handwritten digit", "the digit in the
 AUDIO_PHRASES = ["the spoken digit", "the digit you hear", "the number in the recording",
                  "the spoken number", "the word in the audio"]
 VOCAB_FILE = "vocab.json"
+TARGETS = ("answer", "value", "digits")
 
 
 class DigitQA(DigitsBase):
@@ -58,6 +64,7 @@ class DigitQA(DigitsBase):
         align: Align = "center",
         train_size: int = 60000,
         test_size: int = 10000,
+        target: Literal["answer", "value", "digits"] = "answer",
         seed: int = 0,
     ):
         super().__init__(root=root, sample_rate=sample_rate, num_samples=num_samples, align=align,
@@ -68,18 +75,25 @@ class DigitQA(DigitsBase):
                               key="operations")
         if max_len < 4:
             raise ConfigError(f"must be >= 4, got {max_len}", key="max_len")
-        self.operations, self.max_len = tuple(operations), max_len
+        if target not in TARGETS:
+            raise ConfigError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}",
+                              key="target")
+        self.operations, self.max_len, self.target = tuple(operations), max_len, target
         # the vocabulary of a large sample of training instructions (train split only)
         sample = self.instructions(np.random.default_rng([seed, 0, 2**31]), 5000)[0]
         self.vocab = Vocabulary.build(sample)
-        self.num_classes = 19
-        self.label_names = tuple(str(v) for v in range(19))
+        # answer: 19 classes; value: a real number; digits: 10 labels, the digits 0-9
+        self.num_classes = {"answer": 19, "value": None, "digits": 10}[target]
+        self.label_names = (tuple(str(v) for v in range(self.num_classes))
+                            if self.num_classes else None)
         self._spec_text()
 
     def _spec_text(self) -> None:
+        label = {"answer": FieldSpec((), "int32"), "value": FieldSpec((), "float32"),
+                 "digits": FieldSpec((10,), "float32")}[self.target]
         self.spec = {**self.spec,
                      "text": FieldSpec((self.max_len,), "int32", {"vocab_size": len(self.vocab)}),
-                     LABEL: FieldSpec((), "int32")}
+                     LABEL: label}
 
     def instructions(self, rng: np.random.Generator, n: int) -> tuple[list[str], np.ndarray]:
         """``n`` instructions and their operation ids (index into ``self.operations``)."""
@@ -105,7 +119,15 @@ class DigitQA(DigitsBase):
             where = ops == i
             answer[where] = OPERATIONS[name][0](a[where], b[where])
         text = np.stack([self.vocab.encode(t, self.max_len) for t in texts])
-        return {"image": image, "audio": audio, "text": text, LABEL: answer}
+        if self.target == "value":
+            label = answer.astype(np.float32)
+        elif self.target == "digits":
+            label = np.zeros((n, 10), np.float32)
+            label[np.arange(n), a] = 1.0
+            label[np.arange(n), b] = 1.0
+        else:
+            label = answer
+        return {"image": image, "audio": audio, "text": text, LABEL: label}
 
     def materialise(self, split, draws, rows, rngs) -> Batch:
         batch = super().materialise(split, draws, rows, rngs)

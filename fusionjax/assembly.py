@@ -246,10 +246,19 @@ def assemble(config: Mapping[str, Any], registry: Registry | None = None) -> Ass
     injected = {"in_features": dict(widths) if takes_embeddings else fused}
     if label is not None:
         injected["label_shape"] = tuple(label.shape)
-    head = _part(head_spec, model_cfg["head"], "model.head", injected, defaults)
+    try:
+        head = _part(head_spec, model_cfg["head"], "model.head", injected, defaults)
+    except ConfigError as e:
+        if e.key != "model.head.num_classes" or label is None or dataset.num_classes is not None:
+            raise
+        raise ConfigError(f"{e.message}; data set {data_name!r} has no classes (its labels: shape "
+                          f"{tuple(label.shape)}, {label.dtype})", key=e.key,
+                          hint="use a head for those labels, e.g. type = \"regression\" for real "
+                               "values, or set num_classes if they really are classes") from None
     if label is not None:
+        abstract_head = _abstract(head, "head")  # its own errors already carry their key path
         try:
-            _abstract(head, "head").check_labels(label)
+            abstract_head.check_labels(label)
         except ConfigError as e:
             e = e.under("model.head")
             raise ConfigError(f"{e.message} (labels of data set {data_name!r}: shape "

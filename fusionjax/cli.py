@@ -159,6 +159,10 @@ def _predict(args) -> int:
 
     run = load_run(args.run_dir)
     model, dataset = run.model, run.assembly.dataset
+    if getattr(model.head, "inputs", "fused") == "embeddings":
+        raise ConfigError("predict has no single answer for a contrastive head (it scores how well "
+                          f"modalities match one another within a batch; {type(model.head).__name__})",
+                          hint=f"use `fusionjax evaluate {args.run_dir}` for its retrieval metrics")
     given = {}
     for item in args.inputs:
         name, sep, value = item.partition("=")
@@ -177,14 +181,31 @@ def _predict(args) -> int:
         batch[m] = np.asarray(x)[None]
         batch[mask_key(m)] = np.array([present])
     head = model.head
+    absent = [m for m in model.modalities if m not in given]
+    if hasattr(head, "values"):  # regression
+        return _print_values(np.asarray(head.values(model(batch)))[0], absent, args.json)
     if not hasattr(head, "probabilities"):
-        raise ConfigError(f"head {type(head).__name__} has no probabilities(): predict "
-                          "supports classification heads")
+        raise ConfigError(f"head {type(head).__name__} has neither probabilities() nor values(): "
+                          "predict supports classification, multilabel and regression heads")
     probs = np.asarray(head.probabilities(model(batch)))[0]
     names = dataset.label_names or tuple(str(i) for i in range(len(probs)))
     top = np.argsort(-probs)[: max(1, args.top)]
     ranked = [{"label": names[i], "class_id": int(i), "probability": float(probs[i])} for i in top]
-    absent = [m for m in model.modalities if m not in given]
+    threshold = getattr(head, "threshold", None)
+    if threshold is not None:  # multi-label: every label at or above the threshold
+        chosen = [{"label": names[i], "class_id": int(i), "probability": float(probs[i])}
+                  for i in np.argsort(-probs) if probs[i] >= threshold]
+        if args.json:
+            print(json.dumps({"labels": [c["label"] for c in chosen], "threshold": threshold,
+                              "predicted": chosen, "top": ranked, "absent": absent}))
+        else:
+            print(f"labels: {', '.join(c['label'] for c in chosen) or '(none)'}  "
+                  f"(probability >= {threshold:g})")
+            for r in ranked:
+                print(f"  {r['label']}: {r['probability']:.3f}")
+            if absent:
+                print(f"  (absent modalities: {', '.join(absent)})")
+        return 0
     if args.json:
         print(json.dumps({"answer": ranked[0]["label"], "probability": ranked[0]["probability"],
                           "top": ranked, "absent": absent}))
@@ -192,6 +213,18 @@ def _predict(args) -> int:
         print(f"answer: {ranked[0]['label']}  (probability {ranked[0]['probability']:.3f})")
         for r in ranked[1:]:
             print(f"  then: {r['label']}  ({r['probability']:.3f})")
+        if absent:
+            print(f"  (absent modalities: {', '.join(absent)})")
+    return 0
+
+
+def _print_values(values, absent: list[str], as_json: bool) -> int:
+    """A regression head's answer: one number, or an array of the label's shape."""
+    value = values.item() if values.ndim == 0 else values.tolist()
+    if as_json:
+        print(json.dumps({"value": value, "absent": absent}))
+    else:
+        print(f"value: {value:.6g}" if values.ndim == 0 else f"values: {value}")
         if absent:
             print(f"  (absent modalities: {', '.join(absent)})")
     return 0

@@ -33,6 +33,7 @@ import abc
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal, NamedTuple
 
 import jax
@@ -162,7 +163,9 @@ class Dataset(abc.ABC):
     """A host-side source of NumPy batches (not a module; no JAX needed).
 
     ``spec`` maps each modality (and ``"label"``) to its :class:`FieldSpec`;
-    ``num_classes`` is the label set's size (None for non-classification data).
+    ``num_classes`` is the label set's size (None for non-classification data).  A data
+    set whose examples may lack a modality also lists ``"mask/<modality>"`` (shape
+    ``()``, ``"bool"``) for each modality and puts those masks in every batch.
     """
 
     spec: Mapping[str, FieldSpec]
@@ -170,6 +173,9 @@ class Dataset(abc.ABC):
     label_names: tuple[str, ...] | None = None  # what each class id means, for `predict`
     # examples skipped as unreadable (``on_error = "skip"``): one line each, file and row
     problems: Sequence[str] = ()
+    # inputs marked absent instead (``on_error = "absent"``): modality -> one line per
+    # example, naming the file and row and why
+    absent_inputs: Mapping[str, Sequence[str]] = MappingProxyType({})
 
     @property
     def modalities(self) -> tuple[str, ...]:

@@ -17,6 +17,21 @@ What happens when (see ``docs/data.md``):
 Every problem with a row is a :class:`~fusionjax.errors.DataError` naming the
 manifest, the row's line, the column and the file; with ``on_error = "skip"`` the
 row is dropped instead and described in :attr:`ManifestDataset.problems`.
+
+With ``on_error = "absent"`` a problem with one *input* makes that modality absent
+for that example instead: its array is zeros and its mask ``mask/<modality>`` is
+False (every batch then carries a mask for every modality).  An input is absent
+when its cell is empty (or JSON ``null``), its file is missing or unreadable, or
+its text holds no word at all (empty, or only spaces and punctuation: nothing the
+tokenizer keeps).  A text of words the vocabulary does not know is *present* (its
+words are the unknown id): whether a word is known depends on the train split, and
+a new input with new words is still an input.  Problems that are not about one
+input (the label, the split, a malformed line) and rows left with no input at all
+are skipped as with ``"skip"``.  This is one ``on_error`` rather than a second
+parameter because the three values are one ladder of tolerance (stop at a bad row,
+drop the row, keep the row without its bad inputs); a second switch would only add
+mixes such as "absent inputs, but stop at a bad label", which fixing the row serves.
+The absent inputs are listed, per modality, in :attr:`ManifestDataset.absent_inputs`.
 """
 
 from __future__ import annotations
@@ -38,9 +53,9 @@ from fusionjax.data.audio import load_audio
 from fusionjax.data.batching import array_batches
 from fusionjax.data.image import normalize, read_image
 from fusionjax.data.splits import split_indices
-from fusionjax.data.text import Vocabulary
+from fusionjax.data.text import Vocabulary, words
 from fusionjax.errors import ConfigError, DataError, did_you_mean
-from fusionjax.interfaces import LABEL, MASK_PREFIX, Batch, Dataset, FieldSpec
+from fusionjax.interfaces import LABEL, MASK_PREFIX, Batch, Dataset, FieldSpec, mask_key
 
 KINDS = ("image", "audio", "text", "text_file")
 FILE_KINDS = ("image", "audio", "text_file")  # the column holds a path
@@ -49,6 +64,7 @@ TEXT_KINDS = ("text", "text_file")
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 VOCAB_FILE = "vocab.json"
 MAX_LISTED = 5  # problems quoted in one error message
+ON_ERROR = ("raise", "skip", "absent")
 
 
 @dataclass
@@ -58,6 +74,7 @@ class _Row:
     split: str | None
     paths: dict[str, Path] = field(default_factory=dict)  # file modalities
     texts: dict[str, str] = field(default_factory=dict)  # text modalities (inline or read)
+    absent: dict[str, str] = field(default_factory=dict)  # modality -> why (on_error = "absent")
 
 
 class ManifestDataset(Dataset):
@@ -83,7 +100,7 @@ class ManifestDataset(Dataset):
         max_len: int = 64,
         max_vocab: int | None = None,
         min_count: int = 1,
-        on_error: Literal["raise", "skip"] = "raise",
+        on_error: Literal["raise", "skip", "absent"] = "raise",
     ):
         self._check_settings(locals())
         self.path = Path(path).expanduser()
@@ -94,6 +111,7 @@ class ManifestDataset(Dataset):
         self.sample_rate, self.num_samples, self.align = sample_rate, num_samples, align
         self.max_len, self.on_error = max_len, on_error
         self.problems: list[str] = []
+        self.absent_inputs: dict[str, list[str]] = {}
         self._lock = threading.Lock()
         self._decoded: dict[str, dict[str, np.ndarray]] = {}  # split -> image/audio arrays
         self._encoded: dict[str, dict[str, np.ndarray]] = {}  # split -> text ids and labels
@@ -140,6 +158,9 @@ class ManifestDataset(Dataset):
         self._rows = rows
         self._splits = {s: np.array([i for i in idx if i not in outside], np.int64)
                         for s, idx in parts.items()}
+        for i, row in enumerate(rows):
+            if i not in outside:
+                self._note_absent(row.line, row.absent)
         if len(self._splits["train"]) == 0:
             raise DataError(f"{self.path}: the train split has no usable rows")
 
@@ -148,7 +169,8 @@ class ManifestDataset(Dataset):
         self.vocab: Vocabulary | None = None
         if self.text_modalities:
             self.vocab = Vocabulary.build(
-                (rows[i].texts[m] for i in self._splits["train"] for m in self.text_modalities),
+                (rows[i].texts.get(m, "") for i in self._splits["train"]
+                 for m in self.text_modalities),
                 max_size=max_vocab, min_count=min_count)
 
         spec = {}
@@ -159,6 +181,8 @@ class ManifestDataset(Dataset):
                 spec[m] = FieldSpec((num_samples,), "float32", {"sample_rate": sample_rate})
             else:
                 spec[m] = FieldSpec((max_len,), "int32", {"vocab_size": len(self.vocab)})
+        if on_error == "absent":  # every batch says which inputs each example has
+            spec |= {mask_key(m): FieldSpec((), "bool") for m in self.kinds}
         self.spec = spec | {LABEL: FieldSpec((), "int32")}
 
     # -- configuration --------------------------------------------------------------------
@@ -213,7 +237,7 @@ class ManifestDataset(Dataset):
         if s["max_vocab"] is not None and s["max_vocab"] < 3:
             raise ConfigError(f"must be >= 3 (padding, unknown and one word), got {s['max_vocab']}",
                               key="max_vocab")
-        for key, choices in (("align", ("center", "start")), ("on_error", ("raise", "skip"))):
+        for key, choices in (("align", ("center", "start")), ("on_error", ON_ERROR)):
             if s[key] not in choices:
                 raise ConfigError(f"must be one of {', '.join(map(repr, choices))}, got {s[key]!r}",
                                   key=key)
@@ -228,13 +252,23 @@ class ManifestDataset(Dataset):
         """Bad rows: an error (``on_error = "raise"``) or recorded in ``problems``."""
         if not problems:
             return
-        if self.on_error == "skip":
+        if self.on_error != "raise":
             self.problems.extend(problems)
             return
         more = len(problems) - MAX_LISTED
         text = "\n".join(problems[:MAX_LISTED]) + (f"\n(and {more} more bad rows)" if more > 0 else "")
         raise DataError(f"{text}\n  hint: fix the row, or set on_error = \"skip\" to drop bad rows "
-                        f"(each is then listed in the data set's problems)")
+                        f"(each is then listed in the data set's problems), or on_error = \"absent\" "
+                        f"to keep the row without its bad inputs")
+
+    def _note_absent(self, line: int, absent: dict[str, str], *, forget: bool = False) -> None:
+        """Record (or, with ``forget``, unrecord) a row's absent inputs."""
+        for m, why in absent.items():
+            entry = self._where(line, m, why)
+            if forget:
+                self.absent_inputs[m].remove(entry)
+            else:
+                self.absent_inputs.setdefault(m, []).append(entry)
 
     def _text(self) -> str:
         try:
@@ -314,33 +348,41 @@ class ManifestDataset(Dataset):
         label = scalar(self.label_column)
         split = scalar(self.split_column) if self.split_column else None
         row = _Row(line, label or "", split)
+        absent = self.on_error == "absent"
+        inputs = errors if not absent else []  # problems with one input: absent, or errors
         for m, kind in self.kinds.items():
             value = record.get(m)
             if kind == "text":
                 if isinstance(value, str):
                     row.texts[m] = value
                 else:
-                    errors.append((m, "no text" if value is None else f"expected text, got {value!r}"))
-                continue
-            if not isinstance(value, str) or not value.strip():
-                errors.append((m, "no file name" if value in (None, "") else
+                    inputs.append((m, "no text" if value is None else f"expected text, got {value!r}"))
+            elif not isinstance(value, str) or not value.strip():
+                inputs.append((m, "no file name" if value in (None, "") else
                                f"expected a file name, got {value!r}"))
-                continue
-            path = Path(value.strip()).expanduser()
-            path = path if path.is_absolute() else self.path.parent / path
-            if not path.is_file():
-                errors.append((m, f"{path}: file not found"))
-                continue
-            row.paths[m] = path
-            if kind == "text_file":
-                try:
-                    row.texts[m] = _read_text_file(path)
-                except DataError as e:
-                    errors.append((m, str(e)))
+            else:
+                path = Path(value.strip()).expanduser()
+                path = path if path.is_absolute() else self.path.parent / path
+                if not path.is_file():
+                    inputs.append((m, f"{path}: file not found"))
+                    continue
+                row.paths[m] = path
+                if kind == "text_file":
+                    try:
+                        row.texts[m] = _read_text_file(path)
+                    except DataError as e:
+                        inputs.append((m, str(e)))
+            if absent and m in row.texts and not words(row.texts[m]):
+                inputs.append((m, "no words in the text"))
+        if absent:
+            row.absent = dict(inputs)
+            if len(row.absent) == len(self.kinds):
+                errors.append((None, "no usable input (" + "; ".join(
+                    f"column {c!r}: {msg}" for c, msg in inputs) + ")"))
         if not errors:
             return row
         at = f"{self.path}, line {line}"
-        return f"{at}: " + "; ".join(f"column {c!r}: {msg}" for c, msg in errors)
+        return f"{at}: " + "; ".join(msg if c is None else f"column {c!r}: {msg}" for c, msg in errors)
 
     # -- reading the files ----------------------------------------------------------------
 
@@ -356,19 +398,34 @@ class ManifestDataset(Dataset):
         """All images and audio of ``split``, read once (threads) and kept in memory."""
         rows = [self._rows[i] for i in self._splits[split]]
         decoded = [m for m, k in self.kinds.items() if k in DECODED]
-        out = {m: np.empty((len(rows), *self.spec[m].shape), np.float32) for m in decoded}
+        out = {m: np.zeros((len(rows), *self.spec[m].shape), np.float32) for m in decoded}
         failed: dict[int, list[str]] = {}
+        unreadable: dict[int, dict[str, str]] = {}  # on_error = "absent": row -> {modality: why}
 
         def load(i: int) -> None:
             for m in decoded:
+                if m not in rows[i].paths:
+                    continue  # absent: stays zeros
                 try:
                     out[m][i] = self._load(self.kinds[m], rows[i].paths[m])
                 except DataError as e:
-                    failed.setdefault(i, []).append(f"column {m!r}: {e}")
+                    if self.on_error == "absent":
+                        unreadable.setdefault(i, {})[m] = str(e)
+                    else:
+                        failed.setdefault(i, []).append(f"column {m!r}: {e}")
 
         if decoded and rows:
             with ThreadPoolExecutor(min(8, os.cpu_count() or 1), "fusionjax-manifest") as pool:
                 list(pool.map(load, range(len(rows))))
+        for i in sorted(unreadable):
+            row = rows[i]
+            if len(row.absent) + len(unreadable[i]) == len(self.kinds):  # nothing left: skip the row
+                self._note_absent(row.line, row.absent, forget=True)
+                failed[i] = ["no usable input (" + "; ".join(
+                    f"column {m!r}: {why}" for m, why in (row.absent | unreadable[i]).items()) + ")"]
+            else:
+                row.absent.update(unreadable[i])
+                self._note_absent(row.line, unreadable[i])
         if failed:
             self._reject([f"{self.path}, line {rows[i].line}: " + "; ".join(failed[i])
                           for i in sorted(failed)])
@@ -390,12 +447,20 @@ class ManifestDataset(Dataset):
                 self._decode(split)
             if split not in self._encoded:
                 rows = [self._rows[i] for i in self._splits[split]]
-                enc = {m: np.array([self.vocab.encode(r.texts[m], self.max_len) for r in rows], np.int32)
+                enc = {m: np.array([self._ids(r, m) for r in rows], np.int32)
                        .reshape(len(rows), self.max_len) for m in self.text_modalities}
                 enc[LABEL] = np.array([self._label_ids[r.label] for r in rows], np.int32)
+                if self.on_error == "absent":
+                    enc |= {mask_key(m): np.array([m not in r.absent for r in rows], bool)
+                            for m in self.kinds}
                 self._encoded[split] = enc
         data = self._decoded[split] | self._encoded[split]
         return {m: data[m] for m in self.spec}
+
+    def _ids(self, row: _Row, modality: str) -> np.ndarray:
+        if modality in row.absent:
+            return np.zeros(self.max_len, np.int32)
+        return self.vocab.encode(row.texts[modality], self.max_len)
 
     # -- the Dataset interface ------------------------------------------------------------
 

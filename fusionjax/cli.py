@@ -53,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--split", default=None, help="default: the run's train.eval_split")
     e.add_argument("--batch-size", type=int, default=None)
+    absent = e.add_mutually_exclusive_group()
+    absent.add_argument("--drop", action="append", default=[], metavar="MODALITY",
+                        help="treat MODALITY as absent in every example (repeatable)")
+    absent.add_argument("--sweep", action="store_true",
+                        help="metrics with every modality, without each one, and with each one alone")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_evaluate)
 
@@ -127,10 +132,14 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     from fusionjax.parallel import data_mesh
     from fusionjax.runs import load_run
-    from fusionjax.train.loop import evaluate
+    from fusionjax.train.loop import check_modalities, evaluate_split
     from fusionjax.train.step import make_steps
 
     run = load_run(args.run_dir)
+    try:
+        check_modalities(args.drop, run.model.modalities)
+    except ConfigError as e:
+        raise ConfigError(f"--drop: {e.message}", hint=e.hint) from None
     split = args.split or run.assembly.train.eval_split
     try:
         run.assembly.dataset.size(split)
@@ -142,12 +151,41 @@ def _evaluate(args) -> int:
     batch = args.batch_size or run.assembly.train.eval_batch_size or run.assembly.train.batch_size
     batch += -batch % mesh.devices.size
     steps = make_steps(run.model, run.assembly.optimizer, mesh)
-    metrics = evaluate(steps, steps.init, run.assembly, split, batch, mesh)
+    size = run.assembly.dataset.size(split)
+    if args.sweep:
+        return _print_sweep(run, split, size, steps, batch, mesh, args.json)
+    drop = tuple(dict.fromkeys(args.drop))
+    try:
+        metrics, scored = evaluate_split(steps, steps.init, run.assembly, split, batch, mesh, drop=drop)
+    except ConfigError as e:
+        raise ConfigError(f"--drop: {e.message}", hint=e.hint) from None
     if args.json:
-        print(json.dumps({"run": str(run.path), "split": split, **metrics}))
+        print(json.dumps({"run": str(run.path), "split": split, "dropped": list(drop),
+                          "examples": scored, **metrics}))
     else:
-        print(f"{run.path} [{split}, {run.assembly.dataset.size(split)} examples]: "
-              + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        what = f"{size} examples" if scored == size else f"{scored} of {size} examples"
+        what += f", without {', '.join(drop)}" if drop else ""
+        print(f"{run.path} [{split}, {what}]: " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return 0
+
+
+def _print_sweep(run, split: str, size: int, steps, batch: int, mesh, as_json: bool) -> int:
+    from fusionjax.sweep import sweep
+
+    rows = sweep(steps, steps.init, run.assembly, split, batch, mesh)
+    if as_json:
+        print(json.dumps([{"condition": r.condition.name, "dropped": list(r.condition.drop),
+                           "examples": r.examples, **r.metrics} for r in rows]))
+        return 0
+    names = list(rows[0].metrics)
+    table = [["condition", *names, "examples"]]
+    table += [[r.condition.name, *(f"{r.metrics[k]:.4f}" for k in names), str(r.examples)]
+              for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    print(f"{run.path} [{split}, {size} examples]")
+    for line in table:
+        print("  ".join([line[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(line[1:], widths[1:])])
+              .rstrip())
     return 0
 
 
@@ -245,6 +283,12 @@ def _print_summary(config: str, assembly) -> None:
     print(f"config {config}: OK")
     print(f"data   {assembly.data_part.spec.qualified_name}: "
           + ", ".join(f"{s} {ds.size(s)}" for s in ("train", assembly.train.eval_split)))
+    if ds.problems:
+        print(f"       skipped {len(ds.problems)} unreadable examples, e.g. {ds.problems[0]}")
+    if any(ds.absent_inputs.values()):
+        from fusionjax.train.loop import absent_summary
+
+        print(f"       absent inputs: {absent_summary(ds.absent_inputs)}")
     rows = [(p.key, p.spec.qualified_name) for p in assembly.parts]
     width = max(len(k) for k, _ in rows)
     print("model")

@@ -1,7 +1,7 @@
 """The training loop: one ``for`` over steps, logging and evaluation at intervals.
 
 Outputs land in a run directory: ``config.json`` (the resolved config),
-``run.json`` (versions, devices, plugins, skipped examples), whatever the data set
+``run.json`` (versions, devices, plugins, skipped examples, absent inputs), whatever the data set
 needs to read new inputs (e.g. ``vocab.json``), ``metrics.jsonl`` (one JSON object
 per log or eval event) and ``checkpoint/params.msgpack`` (the final parameters).
 """
@@ -12,9 +12,10 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,8 +24,8 @@ from flax import nnx, serialization
 
 from fusionjax.assembly import Assembly
 from fusionjax.data.prefetch import Prefetcher
-from fusionjax.errors import ConfigError
-from fusionjax.interfaces import LABEL, Batch
+from fusionjax.errors import ConfigError, did_you_mean
+from fusionjax.interfaces import LABEL, Batch, mask_key
 from fusionjax.parallel import data_mesh, shard_batch
 from fusionjax.train.step import Steps, TrainState, make_steps
 
@@ -94,11 +95,18 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
     batches.close()
     eval_metrics = evaluate(steps, state, assembly, cfg.eval_split, eval_batch, mesh)
     problems = list(assembly.dataset.problems)
+    absent = {m: list(v) for m, v in assembly.dataset.absent_inputs.items() if v}
+    facts = {}
     if problems:
         log(f"skipped {len(problems)} unreadable examples (listed in run.json), e.g. {problems[0]}")
-        if writer:
-            facts = json.loads((run_dir / "run.json").read_text())
-            _write_json(run_dir / "run.json", {**facts, "skipped_examples": problems})
+        facts["skipped_examples"] = problems
+    if absent:
+        log(f"absent inputs (listed in run.json): {absent_summary(absent)}")
+        facts["absent_inputs"] = {m: len(v) for m, v in absent.items()}
+        facts["absent_examples"] = absent
+    if facts and writer:
+        facts = {**json.loads((run_dir / "run.json").read_text()), **facts}
+        _write_json(run_dir / "run.json", facts)
     _emit(metrics_log, {"step": cfg.steps, "split": cfg.eval_split, **eval_metrics})
     log(f"{cfg.eval_split}: {_fmt(eval_metrics)}")
     if writer:
@@ -108,20 +116,69 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
     return RunResult(run_dir, state, steps, train_metrics, eval_metrics)
 
 
+class Evaluation(NamedTuple):
+    metrics: dict[str, float]
+    examples: int  # examples scored: those left with at least one present modality
+
+
 def evaluate(steps: Steps, state: TrainState, assembly: Assembly, split: str, batch_size: int,
-             mesh) -> dict[str, float]:
-    """Metrics over a whole split; the last short batch is padded with weight-0 rows."""
-    totals = []
+             mesh, *, drop: Sequence[str] = ()) -> dict[str, float]:
+    """Metrics over a whole split; the last short batch is padded with weight-0 rows.
+
+    ``drop`` names modalities to treat as absent in every example (their masks turn
+    False; the model zeroes their inputs).  See :func:`evaluate_split`."""
+    return evaluate_split(steps, state, assembly, split, batch_size, mesh, drop=drop).metrics
+
+
+def evaluate_split(steps: Steps, state: TrainState, assembly: Assembly, split: str,
+                   batch_size: int, mesh, *, drop: Sequence[str] = ()) -> Evaluation:
+    """:func:`evaluate`, also counting the examples scored.
+
+    Every batch carries a mask for every modality (all True where the data set has
+    none), so whatever ``drop`` is, the batches have one structure and ``steps.eval``
+    compiles once.  An example left with no modality at all (it lacked the ones that
+    ``drop`` keeps) is not scored: it gets weight 0, and its own masks back so that the
+    forward pass sees a valid input."""
+    modalities = tuple(assembly.encoders)
+    check_modalities(drop, modalities)
+    drop = frozenset(drop)
+    if drop >= set(modalities):
+        raise ConfigError("dropping every modality leaves the model nothing to read",
+                          hint=f"keep at least one of: {', '.join(modalities)}")
+    totals, scored = [], 0
     for batch in assembly.dataset.batches(split, batch_size, seed=0, shuffle=False,
                                           drop_remainder=False):
         n = len(batch[LABEL])
+        batch = dict(batch)
         weights = np.zeros(batch_size, np.float32)
         weights[:n] = 1.0
         if n < batch_size:
             batch = {k: np.concatenate([v, np.repeat(v[-1:], batch_size - n, 0)])
                      for k, v in batch.items()}
+        given = {m: np.asarray(batch.get(mask_key(m), np.ones(batch_size, bool)), bool)
+                 for m in modalities}
+        kept = {m: given[m] & (m not in drop) for m in modalities}
+        anything = np.any([kept[m] for m in modalities], axis=0)
+        for m in modalities:
+            batch[mask_key(m)] = np.where(anything, kept[m], given[m])
+        weights *= anything
+        scored += int(weights.sum())
         totals.append(steps.eval(state, shard_batch(batch, mesh), jnp.asarray(weights)))
-    return type(steps.merge(state).head).finalize_metrics(_sum_stats(jax.device_get(totals)))
+    metrics = type(steps.merge(state).head).finalize_metrics(_sum_stats(jax.device_get(totals)))
+    return Evaluation(metrics, scored)
+
+
+def check_modalities(names: Iterable[str], modalities: Sequence[str]) -> None:
+    """A :class:`ConfigError` (with a did-you-mean) for a name that is no modality."""
+    for name in names:
+        if name not in modalities:
+            raise ConfigError(f"the model has no modality {name!r}{did_you_mean(name, modalities)}",
+                              hint=f"its modalities are: {', '.join(modalities)}")
+
+
+def absent_summary(absent) -> str:
+    """``"image 2, caption 1"``: how many examples lack each modality."""
+    return ", ".join(f"{m} {len(v)}" for m, v in absent.items() if v)
 
 
 def _epochs(assembly: Assembly, batch_size: int, seed: int) -> Iterator[Batch]:

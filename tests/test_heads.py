@@ -484,7 +484,7 @@ def test_regression_learns_the_sum(regression_run):
     assert m["r2"] > 0.5 and m["mse"] < 8.0, (m, seconds)
 
 
-def test_contrastive_learns_to_match_images_and_recordings(tmp_path):
+def test_contrastive_learns_to_match_images_and_recordings(tmp_path, capsys):
     """avdigits pairs an image with a recording of the same digit; in-batch retrieval among
     50 candidates: chance recall@1 is 0.02, and at best about 0.2 (the other examples of the
     same digit, about 5 in 50, are indistinguishable partners)."""
@@ -504,7 +504,15 @@ def test_contrastive_learns_to_match_images_and_recordings(tmp_path):
     # predict has no single answer for a contrastive head
     from fusionjax.cli import main
 
+    capsys.readouterr()
     assert main(["predict", str(tmp_path / "run"), "image=x.png"]) == 2
+    err = capsys.readouterr().err
+    assert "no single answer for a contrastive head" in err and "fusionjax evaluate" in err, err
+    # the run loads back: evaluate reproduces its metrics
+    assert main(["evaluate", str(tmp_path / "run"), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["recall@1"] == pytest.approx(m["recall@1"]) and again["loss"] == pytest.approx(
+        m["loss"], rel=1e-5)
 
 
 @pytest.fixture(scope="module")

@@ -200,6 +200,7 @@ def assemble(config: Mapping[str, Any], registry: Registry | None = None) -> Ass
     model_cfg = config["model"]
     encoders: dict[str, Part] = {}
     widths: dict[str, int] = {}
+    token_widths: dict[str, int | None] = {}
     for modality, section in model_cfg["encoders"].items():
         key = f"model.encoders.{modality}"
         if modality not in dataset.spec or modality == LABEL:
@@ -214,7 +215,9 @@ def assemble(config: Mapping[str, Any], registry: Registry | None = None) -> Ass
                     for k, v in field.metadata.items()}
         part = _part(spec, section, key, {"input_shape": tuple(field.shape)}, defaults)
         encoders[modality] = part
-        widths[modality] = _width(_abstract(part, "encoder"), "out_features", part)
+        abstract = _abstract(part, "encoder")
+        widths[modality] = _width(abstract, "out_features", part)
+        token_widths[modality] = getattr(abstract, "token_features", None)
 
     for modality in train.modality_dropout:
         if modality not in encoders:
@@ -236,7 +239,16 @@ def assemble(config: Mapping[str, Any], registry: Registry | None = None) -> Ass
                           hint=f"e.g. type = \"concat\"; fusions: {', '.join(registry.names('fusion'))}")
     else:
         fusion_spec = _resolve(registry, "fusion", model_cfg["fusion"], "model.fusion")
-        fusion = _part(fusion_spec, model_cfg["fusion"], "model.fusion", {"in_features": widths}, {})
+        if getattr(fusion_spec.load(), "uses_tokens", False):
+            for m, width in token_widths.items():
+                if not isinstance(width, int):
+                    part = encoders[m]
+                    raise ConfigError(
+                        f"fusion {fusion_spec.describe()} reads token sequences, but {part.owner} "
+                        f"exposes none (no token_features)", key=f"{part.key}.type",
+                        hint="use an encoder with a token sequence, or a fusion of embeddings")
+        injected = {"in_features": widths, "token_features": token_widths}
+        fusion = _part(fusion_spec, model_cfg["fusion"], "model.fusion", injected, {})
         fused = _width(_abstract(fusion, "fusion"), "out_features", fusion)
 
     label = dataset.spec.get(LABEL)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import jax
 from flax import nnx
+from fusionjax_plugins.fusion_ops import present
 
 from fusionjax.errors import ConfigError
 from fusionjax.interfaces import Fusion
@@ -42,6 +43,8 @@ class SumFusion(Fusion):
     def __call__(self, embeddings, masks, tokens=None) -> jax.Array:
         total = 0.0
         for m in self.modalities:
-            e = self.proj[m](embeddings[m]) if self.proj is not None else embeddings[m]
-            total = total + jax.numpy.where(masks[m][:, None], e, 0.0)
+            e = present(embeddings[m], masks[m])  # before any arithmetic: absent NaN stays out
+            if self.proj is not None:
+                e = present(self.proj[m](e), masks[m])
+            total = total + e
         return total

@@ -10,4 +10,4 @@ def fusionjax_register_components(registrar):
     registrar.fusion("attention", "fusionjax_plugins.gating_fusions.attention:AttentionFusion",
                      summary="learned softmax weights over the present modalities, per example")
     registrar.fusion("film", "fusionjax_plugins.gating_fusions.film:FiLMFusion",
-                     summary="feature-wise linear modulation of one modality by the others (Perez et al., 2018)")
+                     summary="feature-wise linear modulation of one modality by the others (FiLM)")

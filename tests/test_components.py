@@ -92,7 +92,7 @@ def check_roundtrip_and_jit(module, fn, *args):
         return sum(jnp.sum(jnp.where(jnp.isfinite(o), o, 0.0) ** 2)
                    for o in jax.tree.leaves(out) if jnp.issubdtype(o.dtype, jnp.floating))
 
-    grads = jax.grad(square_sum)(params)
+    grads = jax.jit(jax.grad(square_sum))(params)
     for g in jax.tree.leaves(grads):
         assert np.all(np.isfinite(g))
     assert jax.tree.leaves(grads) == [] or any(np.any(g != 0) for g in jax.tree.leaves(grads))

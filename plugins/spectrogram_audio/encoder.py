@@ -25,7 +25,7 @@ class SpectrogramAudioEncoder(Encoder):
 
     The spectrogram ``[B, frames, n_mels]`` is treated as a one-channel image.
     ``sample_rate`` defaults to the data set's.  The token sequence is one token
-    per spectrogram frame (the conv features averaged over mel bins).
+    per pooled spectrogram frame: the conv features of every mel band at that time.
     """
 
     def __init__(
@@ -82,7 +82,9 @@ class SpectrogramAudioEncoder(Encoder):
         width *= channels[-1]
         self.dense = nnx.Linear(width, dense, rngs=rngs) if dense > 0 else None
         self.out_features = dense if dense > 0 else width
-        self.token_features = channels[-1]
+        # one token per (pooled) time step, holding every mel band's channels: averaging
+        # over frequency would throw away the spectral shape speech is recognised by
+        self.token_features = out_f * channels[-1]
 
     def spectrogram(self, audio: jax.Array) -> jax.Array:
         """``[B, samples]`` -> log-mel ``[B, frames, n_mels]``."""
@@ -101,5 +103,6 @@ class SpectrogramAudioEncoder(Encoder):
         return jax.nn.relu(self.dense(f)) if self.dense is not None else f
 
     def tokens(self, audio: jax.Array) -> TokenSequence:
-        seq = self.convs(self.spectrogram(audio)[..., None]).mean(axis=2)
+        f = self.convs(self.spectrogram(audio)[..., None])  # [B, time, mel, C]
+        seq = f.reshape(f.shape[0], f.shape[1], -1)
         return TokenSequence(seq, jnp.ones(seq.shape[:2], bool))

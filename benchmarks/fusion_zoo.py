@@ -1,0 +1,184 @@
+"""The fusion comparison of docs/fusions.md: every bundled fusion on two real tasks,
+3 seeds each, the same encoders, head, optimiser and step budget for all.
+
+    python benchmarks/fusion_zoo.py                 # every run (~75 min on 2 cores), then the report
+    python benchmarks/fusion_zoo.py --only avdigits_noisy --fusions concat gated --seeds 0
+    python benchmarks/fusion_zoo.py --report        # docs/fusions.md's tables from the results file
+
+Tasks: ``avdigits_noisy`` (examples/avdigits.toml with data.noisy=true: an MNIST digit
+with pixel noise and an occluding square + the same digit spoken under white noise
+at -6 dB; neither modality alone is reliable) and ``digit_qa`` (examples/digit_qa.toml:
+a written digit, a spoken digit and a question about both; all three modalities are
+needed).  Full data sets from ``--data`` (default ../shared/data).
+
+Per run: test accuracy, macro F1, trainable parameters (whole model and fusion),
+steady-state training throughput (median of the logged windows after the first
+step) and wall time.  Results are appended to a JSON-lines file as they finish, so
+an interrupted comparison resumes where it stopped.  Afterwards the missing-modality
+sweep (``fusionjax evaluate --sweep``) runs on seed 0 of the simplest fusion
+(concat) and of the best one per task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results" / "fusion_zoo.jsonl"
+SWEEPS = ROOT / "benchmarks" / "results" / "fusion_zoo_sweeps.jsonl"
+
+# task -> (example config, overrides)
+TASKS = {
+    "avdigits_noisy": ("avdigits.toml", ["data.noisy=true", "train.steps=600", "train.log_every=100"]),
+    "digit_qa": ("digit_qa.toml", ["train.steps=1000", "train.log_every=100"]),
+}
+# fusion -> settings (the defaults, except where a fusion needs a choice made for it)
+FUSIONS = {
+    "concat": {}, "sum": {"features": 128}, "mean": {}, "max": {}, "gated": {}, "attention": {},
+    "film": {}, "tensor": {"project": 31}, "low_rank": {}, "multiplicative": {},
+    "transformer": {}, "bottleneck": {},
+}
+
+
+def _config(task: str, fusion: str, seed: int, data: str) -> dict:
+    from fusionjax.config import load_config
+
+    file, overrides = TASKS[task]
+    cfg = load_config(ROOT / "examples" / file,
+                      [*overrides, f"data.root={data}", f"train.seed={seed}", f"data.seed={seed}"])
+    cfg["model"]["fusion"] = {"type": fusion, **FUSIONS[fusion]}
+    return cfg
+
+
+def run(task: str, fusion: str, seed: int, data: str, keep: Path | None = None) -> dict:
+    from fusionjax.assembly import assemble
+    from fusionjax.train.loop import train
+
+    assembly = assemble(_config(task, fusion, seed, data))
+    counts = assembly.param_counts()
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = keep or Path(tmp) / "run"
+        result = train(copy.copy(assembly), run_dir, log=lambda s: None)
+        rates = [r["examples_per_s"] for r in map(json.loads, (run_dir / "metrics.jsonl").open())
+                 if r.get("split") == "train" and "examples_per_s" in r]
+    return {"task": task, "fusion": fusion, "seed": seed, "steps": assembly.train.steps,
+            "params": sum(counts.values()), "fusion_params": counts["model.fusion"],
+            "examples_per_s": statistics.median(rates[1:] or rates),
+            "wall_s": round(time.perf_counter() - t0, 1), **result.eval_metrics}
+
+
+def sweep(task: str, fusion: str, data: str) -> list[dict]:
+    """Train seed 0 again, keep the run, and evaluate it with modalities removed."""
+    from fusionjax.parallel import data_mesh
+    from fusionjax.runs import load_run
+    from fusionjax.sweep import sweep as run_sweep
+    from fusionjax.train.step import make_steps
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run(task, fusion, 0, data, keep=Path(tmp) / "run")
+        loaded = load_run(Path(tmp) / "run")
+        mesh = data_mesh()
+        steps = make_steps(loaded.model, loaded.assembly.optimizer, mesh)
+        rows = run_sweep(steps, steps.init, loaded.assembly, "test", 250, mesh)
+    return [{"task": task, "fusion": fusion, "condition": r.condition.name, "examples": r.examples,
+             **r.metrics} for r in rows]
+
+
+def _load(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _by_fusion(rows: list[dict], task: str) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["task"] == task:
+            out.setdefault(r["fusion"], []).append(r)
+    return out
+
+
+def best(rows: list[dict], task: str) -> str | None:
+    groups = _by_fusion(rows, task)
+    return max(groups, key=lambda f: statistics.mean(r["accuracy"] for r in groups[f])) if groups else None
+
+
+def report(path: Path = OUT, sweeps: Path = SWEEPS) -> str:
+    rows, sweep_rows = _load(path), _load(sweeps)
+    out = []
+    for task in TASKS:
+        groups = _by_fusion(rows, task)
+        if not groups:
+            continue
+        steps = next(iter(groups.values()))[0]["steps"]
+        out += [f"### {task} ({steps} steps, batch 64, seeds: "
+                f"{', '.join(str(r['seed']) for r in next(iter(groups.values())))})", "",
+                "| fusion | test accuracy % (mean ± sd) | min..max | macro F1 | params (fusion) | "
+                "train ex/s | wall s |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        order = sorted(groups, key=lambda f: -statistics.mean(r["accuracy"] for r in groups[f]))
+        for f in order:
+            rs = groups[f]
+            acc = [100 * r["accuracy"] for r in rs]
+            sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
+            out.append(
+                f"| {f} | {statistics.mean(acc):.2f} ± {sd:.2f} | {min(acc):.2f}..{max(acc):.2f} | "
+                f"{statistics.mean(r['macro_f1'] for r in rs):.3f} | {rs[0]['params']:,} "
+                f"({rs[0]['fusion_params']:,}) | {statistics.median(r['examples_per_s'] for r in rs):.0f} | "
+                f"{statistics.median(r['wall_s'] for r in rs):.0f} |")
+        out.append("")
+        task_sweeps = [r for r in sweep_rows if r["task"] == task]
+        if task_sweeps:
+            conditions = list(dict.fromkeys(r["condition"] for r in task_sweeps))
+            fusions = list(dict.fromkeys(r["fusion"] for r in task_sweeps))
+            out += [f"Missing modalities ({task}, seed 0, test accuracy %; no modality dropout "
+                    "in training):", "", "| fusion | " + " | ".join(conditions) + " |",
+                    "| --- |" + " --- |" * len(conditions)]
+            for f in fusions:
+                acc = {r["condition"]: 100 * r["accuracy"] for r in task_sweeps if r["fusion"] == f}
+                out.append(f"| {f} | " + " | ".join(f"{acc[c]:.1f}" for c in conditions) + " |")
+            out.append("")
+    return "\n".join(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--only", nargs="+", choices=list(TASKS), help="tasks")
+    p.add_argument("--fusions", nargs="+", choices=list(FUSIONS))
+    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--no-sweep", action="store_true")
+    p.add_argument("--report", action="store_true", help="print the tables of --out and exit")
+    args = p.parse_args()
+    if args.report:
+        print(report(args.out))
+        return
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    done = {(r["task"], r["fusion"], r["seed"]) for r in _load(args.out)}
+    for task in args.only or TASKS:
+        for fusion in args.fusions or FUSIONS:
+            for seed in args.seeds:
+                if (task, fusion, seed) in done:
+                    continue
+                r = run(task, fusion, seed, args.data)
+                print(json.dumps(r), flush=True)
+                with args.out.open("a") as f:
+                    f.write(json.dumps(r) + "\n")
+    if not args.no_sweep:
+        swept = {(r["task"], r["fusion"]) for r in _load(SWEEPS)}
+        for task in args.only or TASKS:
+            for fusion in dict.fromkeys(["concat", best(_load(args.out), task)]):
+                if fusion and (task, fusion) not in swept:
+                    with SWEEPS.open("a") as f:
+                        for row in sweep(task, fusion, args.data):
+                            f.write(json.dumps(row) + "\n")
+    print(report(args.out))
+
+
+if __name__ == "__main__":
+    main()

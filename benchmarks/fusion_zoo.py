@@ -3,7 +3,7 @@
 
     python benchmarks/fusion_zoo.py                 # every run (~75 min on 2 cores), then the report
     python benchmarks/fusion_zoo.py --only avdigits_noisy --fusions concat gated --seeds 0
-    python benchmarks/fusion_zoo.py --report        # docs/fusions.md's tables from the results file
+    python benchmarks/fusion_zoo.py --report        # print the tables from the results files
 
 Tasks: ``avdigits_noisy`` (examples/avdigits.toml with data.noisy=true: an MNIST digit
 with pixel noise and an occluding square + the same digit spoken under white noise
@@ -154,9 +154,12 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--no-sweep", action="store_true")
     p.add_argument("--report", action="store_true", help="print the tables of --out and exit")
+    p.add_argument("--write-doc", action="store_true", help="with --report: also rewrite docs/fusions.md")
     args = p.parse_args()
     if args.report:
         print(report(args.out))
+        if args.write_doc:
+            write_doc(report(args.out))
         return
     args.out.parent.mkdir(parents=True, exist_ok=True)
     done = {(r["task"], r["fusion"], r["seed"]) for r in _load(args.out)}
@@ -178,6 +181,20 @@ def main() -> None:
                         for row in sweep(task, fusion, args.data):
                             f.write(json.dumps(row) + "\n")
     print(report(args.out))
+    write_doc(report(args.out))
+
+
+DOC = ROOT / "docs" / "fusions.md"
+BEGIN, END = "<!-- fusion_zoo:begin -->", "<!-- fusion_zoo:end -->"
+
+
+def write_doc(tables: str) -> None:
+    """Replace the generated part of docs/fusions.md."""
+    text = DOC.read_text()
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    stamp = f"_Generated {time.strftime('%Y-%m-%d')} by `benchmarks/fusion_zoo.py`._"
+    DOC.write_text(f"{head}{BEGIN}\n{stamp}\n\n{tables}\n{END}{tail}")
 
 
 if __name__ == "__main__":

@@ -203,7 +203,7 @@ def assemble(config: Mapping[str, Any], registry: Registry | None = None) -> Ass
     token_widths: dict[str, int | None] = {}
     for modality, section in model_cfg["encoders"].items():
         key = f"model.encoders.{modality}"
-        if modality not in dataset.spec or modality == LABEL:
+        if modality not in dataset.modalities:
             raise ConfigError(
                 f"data set {data_name!r} has no modality {modality!r}"
                 f"{did_you_mean(modality, dataset.modalities)}", key=key,

@@ -305,8 +305,9 @@ def _plugins_list(args) -> int:
     if args.json:
         print(json.dumps([i.to_json() for i in infos], indent=2))
         return 0
+    width = max((len(i.name) for i in infos), default=0)
     for i in infos:
-        print(f"{i.name:<20} {i.package or '?'} {i.version or '?':<10} {i.status:<8} "
+        print(f"{i.name:<{width}}  {i.package or '?'} {i.version or '?':<10} {i.status:<8} "
               + (", ".join(i.components) if i.status == "active" else (i.error or "").split("\n")[0]))
     return 0
 

@@ -13,7 +13,11 @@ from fusionjax.interfaces import Fusion
 
 class ConcatFusion(Fusion):
     """``[B, sum(D_m)]``: the embeddings side by side in sorted modality order; an
-    absent modality's slot is zeros.  No parameters."""
+    absent modality's slot is zeros.  No parameters.
+
+    Late fusion by concatenation, the baseline of the multimodal literature
+    (Baltrusaitis et al., 2019, "Multimodal Machine Learning: A Survey and
+    Taxonomy", IEEE TPAMI; MultiBench's ``Concat``)."""
 
     def __init__(self, in_features: Mapping[str, int], *, rngs: nnx.Rngs):
         self.modalities = tuple(sorted(in_features))

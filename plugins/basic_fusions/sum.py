@@ -18,6 +18,9 @@ class SumFusion(Fusion):
     With ``features=None`` every encoder must have the same width D; with
     ``features=D`` each modality is first projected to D by its own linear map.
     An absent modality adds nothing (an example with none present gets zeros).
+
+    Additive late fusion (Baltrusaitis et al., 2019, "Multimodal Machine Learning:
+    A Survey and Taxonomy", IEEE TPAMI), e.g. TorchMultimodal's ``sum`` fusion.
     """
 
     def __init__(self, in_features: Mapping[str, int], *, features: int | None = None,

@@ -3,7 +3,8 @@
 
     python benchmarks/fusion_zoo.py                 # every run (~75 min on 2 cores), then the report
     python benchmarks/fusion_zoo.py --only avdigits_noisy --fusions concat gated --seeds 0
-    python benchmarks/fusion_zoo.py --report        # print the tables from the results files
+    python benchmarks/fusion_zoo.py --speed         # step time of each fusion alone (quiet machine)
+    python benchmarks/fusion_zoo.py --report --write-doc   # the tables, into docs/fusions.md
 
 Tasks: ``avdigits_noisy`` (examples/avdigits.toml with data.noisy=true: an MNIST digit
 with pixel noise and an occluding square + the same digit spoken under white noise
@@ -32,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "fusion_zoo.jsonl"
 SWEEPS = ROOT / "benchmarks" / "results" / "fusion_zoo_sweeps.jsonl"
+SPEED = ROOT / "benchmarks" / "results" / "fusion_zoo_speed.jsonl"
 
 # task -> (example config, overrides)
 TASKS = {
@@ -91,6 +93,35 @@ def sweep(task: str, fusion: str, data: str) -> list[dict]:
              **r.metrics} for r in rows]
 
 
+def speed(task: str, fusion: str, data: str, warmup: int = 10, timed: int = 60) -> dict:
+    """Training throughput alone: ``timed`` steps after ``warmup``, on a quiet machine
+    (the accuracy runs' own rates are kept too, but they share the CPU with whatever
+    else runs)."""
+    import jax
+
+    from fusionjax.assembly import assemble
+    from fusionjax.parallel import data_mesh, shard_batch
+    from fusionjax.train.loop import _epochs
+    from fusionjax.train.step import make_steps
+
+    assembly = assemble(_config(task, fusion, 0, data))
+    mesh = data_mesh()
+    steps = make_steps(assembly.build(), assembly.optimizer, mesh)
+    batches = [shard_batch(b, mesh) for b, _ in zip(_epochs(assembly, assembly.train.batch_size, 0),
+                                                     range(8))]
+    state = steps.init
+    t0 = time.perf_counter()
+    for i in range(warmup + timed):
+        if i == warmup:
+            jax.block_until_ready(state)
+            t0 = time.perf_counter()
+        state, _ = steps.train(state, batches[i % len(batches)])
+    jax.block_until_ready(state)
+    seconds = time.perf_counter() - t0
+    return {"task": task, "fusion": fusion, "step_ms": round(1000 * seconds / timed, 2),
+            "examples_per_s": round(timed * assembly.train.batch_size / seconds, 1)}
+
+
 def _load(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
@@ -110,6 +141,7 @@ def best(rows: list[dict], task: str) -> str | None:
 
 def report(path: Path = OUT, sweeps: Path = SWEEPS) -> str:
     rows, sweep_rows = _load(path), _load(sweeps)
+    quiet = {(r["task"], r["fusion"]): r for r in _load(SPEED)}
     out = []
     for task in TASKS:
         groups = _by_fusion(rows, task)
@@ -119,7 +151,7 @@ def report(path: Path = OUT, sweeps: Path = SWEEPS) -> str:
         out += [f"### {task} ({steps} steps, batch 64, seeds: "
                 f"{', '.join(str(r['seed']) for r in next(iter(groups.values())))})", "",
                 "| fusion | test accuracy % (mean ± sd) | min..max | macro F1 | params (fusion) | "
-                "train ex/s | wall s |", "| --- | --- | --- | --- | --- | --- | --- |"]
+                "step ms | train ex/s | wall s / run |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         order = sorted(groups, key=lambda f: -statistics.mean(r["accuracy"] for r in groups[f]))
         for f in order:
             rs = groups[f]
@@ -128,7 +160,7 @@ def report(path: Path = OUT, sweeps: Path = SWEEPS) -> str:
             out.append(
                 f"| {f} | {statistics.mean(acc):.2f} ± {sd:.2f} | {min(acc):.2f}..{max(acc):.2f} | "
                 f"{statistics.mean(r['macro_f1'] for r in rs):.3f} | {rs[0]['params']:,} "
-                f"({rs[0]['fusion_params']:,}) | {statistics.median(r['examples_per_s'] for r in rs):.0f} | "
+                f"({rs[0]['fusion_params']:,}) | {_speed(quiet, task, f, rs)} | "
                 f"{statistics.median(r['wall_s'] for r in rs):.0f} |")
         out.append("")
         task_sweeps = [r for r in sweep_rows if r["task"] == task]
@@ -145,6 +177,14 @@ def report(path: Path = OUT, sweeps: Path = SWEEPS) -> str:
     return "\n".join(out)
 
 
+def _speed(quiet: dict, task: str, fusion: str, rows: list[dict]) -> str:
+    """Step time and rate from the quiet-machine pass, else the runs' own median rate."""
+    if (task, fusion) in quiet:
+        q = quiet[task, fusion]
+        return f"{q['step_ms']:.1f} | {q['examples_per_s']:.0f}"
+    return f"– | {statistics.median(r['examples_per_s'] for r in rows):.0f}*"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
@@ -153,6 +193,8 @@ def main() -> None:
     p.add_argument("--fusions", nargs="+", choices=list(FUSIONS))
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--no-sweep", action="store_true")
+    p.add_argument("--speed", action="store_true",
+                   help="only time the training step of each fusion (run it on a quiet machine)")
     p.add_argument("--report", action="store_true", help="print the tables of --out and exit")
     p.add_argument("--write-doc", action="store_true", help="with --report: also rewrite docs/fusions.md")
     args = p.parse_args()
@@ -162,6 +204,14 @@ def main() -> None:
             write_doc(report(args.out))
         return
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.speed:
+        for task in args.only or TASKS:
+            for fusion in args.fusions or FUSIONS:
+                r = speed(task, fusion, args.data)
+                print(json.dumps(r), flush=True)
+                with SPEED.open("a") as f:
+                    f.write(json.dumps(r) + "\n")
+        return
     done = {(r["task"], r["fusion"], r["seed"]) for r in _load(args.out)}
     for task in args.only or TASKS:
         for fusion in args.fusions or FUSIONS:

@@ -70,6 +70,14 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=_predict)
 
+    pt = sub.add_parser("plot", help="loss and metric curves of one or more runs, as a PNG")
+    pt.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    pt.add_argument("--out", metavar="FILE.png",
+                    help="default: RUN_DIR/plot.png for one run, else plot.png here")
+    pt.add_argument("--metrics", nargs="+", metavar="METRIC",
+                    help="which metrics, one subplot each (default: all, loss first)")
+    pt.set_defaults(func=_plot)
+
     c = sub.add_parser("config", help="work with config files").add_subparsers(
         required=True, metavar="ACTION")
     check = c.add_parser("check", help="validate a config and print the assembled model")
@@ -125,7 +133,20 @@ def _train(args) -> int:
     out = args.output_dir or assembly.train.output_dir
     if out is None:
         out = Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    train(assembly, out, log=(lambda s: print(s, flush=True)) if main_process else (lambda s: None))
+    train(assembly, out, log=(lambda s: print(s, flush=True)) if main_process else (lambda s: None),
+          progress=sys.stdout if main_process else None)
+    return 0
+
+
+def _plot(args) -> int:
+    from fusionjax.plot import plot_runs
+
+    run_dirs = [Path(d) for d in args.run_dirs]
+    if args.out:
+        out = Path(args.out)
+    else:
+        out = run_dirs[0] / "plot.png" if len(run_dirs) == 1 else Path("plot.png")
+    print(plot_runs(run_dirs, out, args.metrics))
     return 0
 
 
@@ -278,7 +299,6 @@ def _config_check(args) -> int:
 
 
 def _print_summary(config: str, assembly) -> None:
-    counts = assembly.param_counts()
     ds = assembly.dataset
     print(f"config {config}: OK")
     print(f"data   {assembly.data_part.spec.qualified_name}: "
@@ -289,13 +309,9 @@ def _print_summary(config: str, assembly) -> None:
         from fusionjax.train.loop import absent_summary
 
         print(f"       absent inputs: {absent_summary(ds.absent_inputs)}")
-    rows = [(p.key, p.spec.qualified_name) for p in assembly.parts]
-    width = max(len(k) for k, _ in rows)
-    print("model")
-    for key, name in rows:
-        print(f"  {key:<{width}}  {name:<40} {counts[key]:>12,} params")
-    total = sum(counts.values())
-    print(f"  {'total':<{width}}  {'':<40} {total:>12,} params ({total * 4 / 1e6:.1f} MB float32)")
+    from fusionjax.summary import format_summary, summarize
+
+    print("\n".join(format_summary(summarize(assembly))))
 
 
 def _plugins_list(args) -> int:

@@ -3,7 +3,9 @@
 Outputs land in a run directory: ``config.json`` (the resolved config),
 ``run.json`` (versions, devices, plugins, skipped examples, absent inputs), whatever the data set
 needs to read new inputs (e.g. ``vocab.json``), ``metrics.jsonl`` (one JSON object
-per log or eval event) and ``checkpoint/params.msgpack`` (the final parameters).
+per log or eval event), ``tensorboard/`` (the same metrics as TensorBoard scalars, see
+:mod:`fusionjax.train.writers`) and ``checkpoint/params.msgpack`` (the final parameters).
+On a terminal, a progress bar (:mod:`fusionjax.train.progress`) shows between the log lines.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TextIO
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +29,9 @@ from fusionjax.data.prefetch import Prefetcher
 from fusionjax.errors import ConfigError, did_you_mean
 from fusionjax.interfaces import LABEL, Batch, mask_key
 from fusionjax.parallel import data_mesh, shard_batch
+from fusionjax.train.progress import Progress
 from fusionjax.train.step import Steps, TrainState, make_steps
+from fusionjax.train.writers import open_writers
 
 
 @dataclass
@@ -40,7 +44,9 @@ class RunResult:
 
 
 def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
-          log: Callable[[str], None] = print) -> RunResult:
+          log: Callable[[str], None] = print, progress: TextIO | None = None) -> RunResult:
+    """Train, evaluate and write the run directory.  ``progress``: a stream for the
+    progress bar, drawn only if it is a terminal."""
     cfg = assembly.train
     mesh = mesh or data_mesh()
     n_dev = mesh.devices.size
@@ -66,31 +72,36 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
     del model  # its arrays now live in `state`
     head_finalize = type(head).finalize_metrics
 
-    metrics_log = open(run_dir / "metrics.jsonl", "a", buffering=1) if writer else None
+    metrics = open_writers(run_dir, enabled=writer)
     # A background thread reads and places batch n+1 while the device runs batch n.
     batches = Prefetcher(_epochs(assembly, cfg.batch_size, cfg.seed),
                          lambda b: shard_batch(b, mesh), size=2)
     pending: list[dict] = []
     t_start = t_last = time.perf_counter()
     train_metrics: dict[str, float] = {}
-    for step in range(1, cfg.steps + 1):
-        state, stats = steps.train(state, next(batches))
-        pending.append(stats)  # device arrays: nothing waits on the device here
-        if step == 1:
-            jax.block_until_ready(stats)
-            log(f"compiled and ran the first step in {time.perf_counter() - t_start:.1f} s")
-            t_last = time.perf_counter()
-            pending.clear()
-        elif step % cfg.log_every == 0 or step == cfg.steps:
-            totals = _sum_stats(jax.device_get(pending))  # host waits for the device here
-            train_metrics = head_finalize(totals)
-            now = time.perf_counter()
-            rate = len(pending) * cfg.batch_size / (now - t_last)
-            t_last, pending = now, []
-            _emit(metrics_log, {"step": step, "split": "train", **train_metrics,
-                                "examples_per_s": round(rate, 1)})
-            log(f"step {step:>6}/{cfg.steps} | " + _fmt(train_metrics)
-                + f" | {rate:7.1f} ex/s | {now - t_start:6.1f} s")
+    bar = Progress(cfg.steps, cfg.batch_size, progress,
+                   loss_of=lambda stats: head_finalize(jax.device_get(stats)).get("loss"))
+    with bar:
+        log_line = bar.around(log)
+        for step in range(1, cfg.steps + 1):
+            state, stats = steps.train(state, next(batches))
+            pending.append(stats)  # device arrays: nothing waits on the device here
+            if step == 1:
+                jax.block_until_ready(stats)
+                log_line(f"compiled and ran the first step in {time.perf_counter() - t_start:.1f} s")
+                t_last = time.perf_counter()
+                pending.clear()
+            elif step % cfg.log_every == 0 or step == cfg.steps:
+                totals = _sum_stats(jax.device_get(pending))  # host waits for the device here
+                train_metrics = head_finalize(totals)
+                now = time.perf_counter()
+                rate = len(pending) * cfg.batch_size / (now - t_last)
+                t_last, pending = now, []
+                metrics.write({"step": step, "split": "train", **train_metrics,
+                               "examples_per_s": round(rate, 1)})
+                log_line(f"step {step:>6}/{cfg.steps} | " + _fmt(train_metrics)
+                         + f" | {rate:7.1f} ex/s | {now - t_start:6.1f} s")
+            bar.update(step, stats)
 
     batches.close()
     eval_metrics = evaluate(steps, state, assembly, cfg.eval_split, eval_batch, mesh)
@@ -107,10 +118,10 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
     if facts and writer:
         facts = {**json.loads((run_dir / "run.json").read_text()), **facts}
         _write_json(run_dir / "run.json", facts)
-    _emit(metrics_log, {"step": cfg.steps, "split": cfg.eval_split, **eval_metrics})
+    metrics.write({"step": cfg.steps, "split": cfg.eval_split, **eval_metrics})
+    metrics.close()
     log(f"{cfg.eval_split}: {_fmt(eval_metrics)}")
     if writer:
-        metrics_log.close()
         _save_params(run_dir / "checkpoint" / "params.msgpack", state)
         log(f"run directory: {run_dir}")
     return RunResult(run_dir, state, steps, train_metrics, eval_metrics)
@@ -195,11 +206,6 @@ def _sum_stats(stats: list[dict]) -> dict[str, np.ndarray]:
 
 def _fmt(metrics: dict[str, float]) -> str:
     return " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-
-
-def _emit(f, record: dict) -> None:
-    if f is not None:
-        f.write(json.dumps(record) + "\n")
 
 
 def _new_run_dir(path: Path) -> None:

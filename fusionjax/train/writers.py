@@ -1,0 +1,83 @@
+"""Where a run's metrics go: every record to every writer of the run.
+
+A record is one log or eval event, ``{"step": 200, "split": "train", "loss": ...,
+"accuracy": ..., "examples_per_s": ...}``.  :func:`open_writers` gives the writers of
+a run directory:
+
+* ``metrics.jsonl``: the record as one JSON line (line-buffered, so a crash loses
+  nothing written and ``fusionjax plot`` can read a run in progress);
+* ``tensorboard/``: TensorBoard event files (``tensorboard --logdir runs``), each
+  number of the record a scalar tagged ``<split>/<name>`` (``train/loss``,
+  ``test/accuracy``, ``train/examples_per_s``) at its step.
+
+Only process 0 of a multi-process run writes (``enabled=False`` elsewhere).
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+from pathlib import Path
+from typing import Protocol
+
+TENSORBOARD_DIR = "tensorboard"
+
+
+class MetricWriter(Protocol):
+    def write(self, record: dict) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class JsonlWriter:
+    def __init__(self, path: Path):
+        self._file = open(path, "a", buffering=1)
+
+    def write(self, record: dict) -> None:
+        self._file.write(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class TensorBoardWriter:
+    def __init__(self, logdir: Path):
+        from tensorboardX import SummaryWriter  # imported only by a training run
+
+        self._writer = SummaryWriter(str(logdir))
+
+    def write(self, record: dict) -> None:
+        step, split = record["step"], record["split"]
+        for name, value in record.items():
+            if name not in ("step", "split") and _is_number(value):
+                self._writer.add_scalar(f"{split}/{name}", value, step)
+        self._writer.flush()  # records are rare (log points): a live TensorBoard sees each one
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class MetricWriters:
+    """Fans each record out to ``writers`` (none: records go nowhere)."""
+
+    def __init__(self, writers: list[MetricWriter]):
+        self.writers = writers
+
+    def write(self, record: dict) -> None:
+        for w in self.writers:
+            w.write(record)
+
+    def close(self) -> None:
+        for w in self.writers:
+            w.close()
+
+
+def open_writers(run_dir: Path, *, enabled: bool = True) -> MetricWriters:
+    if not enabled:
+        return MetricWriters([])
+    return MetricWriters([JsonlWriter(run_dir / "metrics.jsonl"),
+                          TensorBoardWriter(run_dir / TENSORBOARD_DIR)])
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +78,14 @@ class Assembly:
     head: Part
     train: TrainConfig
     optimizer: optax.GradientTransformation
+    # update number (0-based) -> learning rate; None for an optimiser without one
+    learning_rate: Callable[[Any], Any] | None = None
+
+    def learning_rate_at(self, update: int) -> float | None:
+        """The learning rate of optimiser update ``update`` (0-based: the first train step
+        applies ``learning_rate_at(0)``; after step ``n`` of the loop, the last update used
+        ``learning_rate_at(n - 1)``), from ``[train.optimizer]`` and its schedule."""
+        return None if self.learning_rate is None else float(self.learning_rate(update))
 
     def build(self, seed: int | None = None) -> FusionModel:
         """The model with real parameters (``seed`` defaults to ``train.seed``)."""
@@ -188,8 +196,8 @@ def assemble(config: Mapping[str, Any], registry: Registry | None = None) -> Ass
     config = dict(config)
     check_top_level(config)
     train = train_config(config)
-    optimizer, optimizer_section = make_optimizer(train.optimizer)
-    train = dataclasses.replace(train, optimizer=optimizer_section)
+    optimizer = make_optimizer(train.optimizer, steps=train.steps)
+    train = dataclasses.replace(train, optimizer=optimizer.section)
 
     data_spec = _resolve(registry, "dataset", config["data"], "data")
     data_part = _part(data_spec, config["data"], "data", {}, {})
@@ -276,7 +284,8 @@ def assemble(config: Mapping[str, Any], registry: Registry | None = None) -> Ass
             raise ConfigError(f"{e.message} (labels of data set {data_name!r}: shape "
                               f"{tuple(label.shape)}, {label.dtype})", key=e.key, hint=e.hint) from None
 
-    assembly = Assembly(config, dataset, data_part, encoders, fusion, head, train, optimizer)
+    assembly = Assembly(config, dataset, data_part, encoders, fusion, head, train,
+                        optimizer.transform, optimizer.learning_rate)
     _check_forward(assembly, widths, fused)
     return assembly
 

@@ -7,14 +7,15 @@
     [model.head]                  type = "<head>"     + its parameters
     [data]                        type = "<dataset>"  + its parameters
     [train]                       the fields of TrainConfig below
-    [train.optimizer]             name = "<optax optimiser>" + its parameters
+    [train.optimizer]             name = "<optax optimiser>" + its parameters, clip_norm
+    [train.optimizer.schedule]    warmup_steps, decay, decay_steps, final_lr_fraction
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from fusionjax.config.validation import bind
 from fusionjax.errors import ConfigError, did_you_mean
@@ -40,11 +41,20 @@ class TrainConfig:
     eval_batch_size: int | None = None
     output_dir: str | None = None
     modality_dropout: dict = field(default_factory=dict)  # {modality: probability}
+    grad_accumulation: int = 1  # micro-batches per step, gradients averaged inside the step
+    precision: Literal["float32", "bfloat16", "float16"] = "float32"  # compute dtype of training
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "log_every"):
+        for name in ("steps", "batch_size", "log_every", "grad_accumulation"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"must be >= 1, got {getattr(self, name)}", key=f"train.{name}")
+        if self.batch_size % self.grad_accumulation:
+            k = self.grad_accumulation
+            raise ConfigError(
+                f"{k} micro-batches do not split train.batch_size ({self.batch_size}) evenly",
+                key="train.grad_accumulation",
+                hint=f"use a divisor of {self.batch_size}, or a batch_size that is a multiple "
+                     f"of {k} (each micro-batch holds batch_size / grad_accumulation examples)")
         if self.eval_batch_size is not None and self.eval_batch_size < 1:
             raise ConfigError("must be >= 1", key="train.eval_batch_size")
         for modality, rate in self.modality_dropout.items():

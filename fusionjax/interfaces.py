@@ -79,6 +79,12 @@ class Encoder(nnx.Module, abc.ABC):
 
     out_features: int
     token_features: int | None = None
+    # Mixed precision (``train.precision``): the train step casts a floating input to the
+    # compute dtype (e.g. bfloat16) unless the encoder sets this, to receive it in float32
+    # (a front end that needs the precision, like an STFT).  Either way the parameters
+    # arrive in the compute dtype: compute in their dtype (cast what you derive from the
+    # input to it) rather than upcasting to float32, which would silently run in float32.
+    full_precision_input: ClassVar[bool] = False
 
     @abc.abstractmethod
     def __call__(self, x: Array) -> Array:

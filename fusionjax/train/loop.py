@@ -67,7 +67,8 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
     model = assembly.build()
     head = model.head
     steps = make_steps(model, assembly.optimizer, mesh, modality_dropout=cfg.modality_dropout,
-                       seed=cfg.seed)
+                       seed=cfg.seed, grad_accumulation=cfg.grad_accumulation,
+                       precision=cfg.precision)
     state = steps.init
     del model  # its arrays now live in `state`
     head_finalize = type(head).finalize_metrics

@@ -68,7 +68,8 @@ class CNNImageEncoder(Encoder):
     def _feature_map(self, x: jax.Array) -> jax.Array:
         if x.ndim == 3:
             x = x[..., None]
-        return self.convs(x.astype(jnp.float32))
+        # the compute dtype is the parameters' (float32, or e.g. bfloat16 under mixed precision)
+        return self.convs(x.astype(self.convs.convs[0].kernel.dtype))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         f = self._feature_map(x)

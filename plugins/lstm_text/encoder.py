@@ -84,7 +84,9 @@ class LSTMTextEncoder(Encoder):
 
     def _run(self, ids: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         valid = ids != 0
-        x = self.embed(ids)
+        # the table's own dtype (nnx.Embed would promote it to the dtype it was built with,
+        # float32, even when mixed precision hands it over in bfloat16)
+        x = jnp.take(self.embed.embedding[...], ids, axis=0)
         for directions in self.layers:
             outputs, finals = [], []
             for d, lstm in enumerate(directions):

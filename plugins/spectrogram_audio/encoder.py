@@ -26,7 +26,13 @@ class SpectrogramAudioEncoder(Encoder):
     The spectrogram ``[B, frames, n_mels]`` is treated as a one-channel image.
     ``sample_rate`` defaults to the data set's.  The token sequence is one token
     per pooled spectrogram frame: the conv features of every mel band at that time.
+
+    Under mixed precision the waveform arrives in float32 (``full_precision_input``)
+    and the STFT and mel filterbank run in float32; the log-mel spectrogram is cast
+    to the parameters' dtype before the conv stack.
     """
+
+    full_precision_input = True
 
     def __init__(
         self,
@@ -87,11 +93,16 @@ class SpectrogramAudioEncoder(Encoder):
         self.token_features = out_f * channels[-1]
 
     def spectrogram(self, audio: jax.Array) -> jax.Array:
-        """``[B, samples]`` -> log-mel ``[B, frames, n_mels]``."""
+        """``[B, samples]`` -> log-mel ``[B, frames, n_mels]`` (computed in float32)."""
         return self.frontend(audio)
 
+    def _feature_map(self, audio: jax.Array) -> jax.Array:
+        """``[B, time, mel, C]``, computed in the parameters' dtype."""
+        spec = self.spectrogram(audio).astype(self.convs.convs[0].kernel.dtype)
+        return self.convs(spec[..., None])
+
     def __call__(self, audio: jax.Array) -> jax.Array:
-        f = self.convs(self.spectrogram(audio)[..., None])  # [B, time, mel, C]
+        f = self._feature_map(audio)  # [B, time, mel, C]
         if self.readout == "avg":
             f = f.mean(axis=(1, 2))
         elif self.readout == "max":
@@ -103,6 +114,6 @@ class SpectrogramAudioEncoder(Encoder):
         return jax.nn.relu(self.dense(f)) if self.dense is not None else f
 
     def tokens(self, audio: jax.Array) -> TokenSequence:
-        f = self.convs(self.spectrogram(audio)[..., None])  # [B, time, mel, C]
+        f = self._feature_map(audio)  # [B, time, mel, C]
         seq = f.reshape(f.shape[0], f.shape[1], -1)
         return TokenSequence(seq, jnp.ones(seq.shape[:2], bool))

@@ -76,7 +76,8 @@ class TokenEmbedding(nnx.Module):
     def __call__(self, seq: TokenSequence, present: jax.Array) -> tuple[jax.Array, jax.Array]:
         valid = seq.valid & present[:, None]
         values = jnp.where(valid[..., None], seq.values, 0.0)
-        x = self.proj(values) + sinusoids(values.shape[1], self.kind.shape[0]) + self.kind[...]
+        positions = sinusoids(values.shape[1], self.kind.shape[0]).astype(self.kind.dtype)
+        x = self.proj(values) + positions + self.kind[...]  # in the parameters' dtype
         return jnp.where(valid[..., None], x, 0.0), valid
 
 

@@ -312,16 +312,18 @@ def test_bfloat16_computes_in_bfloat16_except_the_audio_front_end(tiny_config):
 
 
 def test_bfloat16_trains_as_well_as_float32_and_keeps_float32_params(tiny_config, tmp_path):
-    accuracy = {}
+    accuracy, loss = {}, {}
     for precision in ("float32", "bfloat16"):
         cfg = apply_overrides(tiny_config, ["data.noise=1.5", f'train.precision="{precision}"'])
         result = train(assemble(cfg), tmp_path / precision, log=lambda s: None)
         accuracy[precision] = result.eval_metrics["accuracy"]
+        loss[precision] = result.train_metrics["loss"]
         assert {x.dtype for x in jax.tree.leaves(result.state.params)} == {jnp.dtype("float32")}
         leaves = jax.tree.leaves(result.state.opt_state)
         assert {x.dtype for x in leaves if jnp.issubdtype(x.dtype, jnp.floating)} == \
             {jnp.dtype("float32")}
-    print(accuracy)
+    print(accuracy, loss)
+    assert loss["bfloat16"] != loss["float32"]  # the policy reached the loop's train step
     assert accuracy["float32"] >= 0.9, accuracy
     assert abs(accuracy["bfloat16"] - accuracy["float32"]) <= 0.05, accuracy
 

@@ -8,7 +8,8 @@ to fix it.  ``assert`` only guards internal invariants.
     ├── ConfigError      a config file, an override or a component parameter
     ├── ComponentError   an unknown or ambiguous component name
     ├── PluginError      a plugin that cannot be loaded (strict mode)
-    └── DataError        a data set that cannot deliver what the model needs
+    ├── DataError        a data set that cannot deliver what the model needs
+    └── TrainingError    a run that cannot go on (the loss became NaN/Inf)
 """
 
 from __future__ import annotations
@@ -64,3 +65,8 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     if not close:
         return ""
     return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
+
+
+class TrainingError(FusionJaxError, RuntimeError):
+    """A run that cannot continue, e.g. its loss became NaN or infinite.  The
+    message names the step and the last good checkpoint."""

@@ -105,7 +105,7 @@ def test_cli_train_writes_a_run_and_never_overwrites_one(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "step      4/4" in out.stdout and "test: loss" in out.stdout
     assert {p.name for p in run.iterdir()} == {"config.json", "run.json", "metrics.jsonl",
-                                               "checkpoint"}
+                                               "checkpoint", "checkpoints", "tensorboard"}
     resolved = json.loads((run / "config.json").read_text())
     assert resolved["train"]["steps"] == 4  # overrides and defaults are resolved
     assert resolved["model"]["fusion"]["type"] == "basic_fusions/concat"
@@ -115,7 +115,7 @@ def test_cli_train_writes_a_run_and_never_overwrites_one(tmp_path):
 
     before = (run / "metrics.jsonl").read_bytes()
     again = run_cli("train", str(cfg), "train.steps=4", "--output-dir", str(run))
-    assert again.returncode == 2 and "already holds a run" in again.stderr
+    assert again.returncode == 2 and "already holds a finished run" in again.stderr
     assert (run / "metrics.jsonl").read_bytes() == before
 
 

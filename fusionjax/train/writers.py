@@ -60,10 +60,12 @@ class TensorBoardWriter:
 class MetricWriters:
     """Fans each record out to ``writers`` (none: records go nowhere)."""
 
-    def __init__(self, writers: list[MetricWriter]):
+    def __init__(self, writers: list[MetricWriter], records: int = 0):
         self.writers = writers
+        self.records = records  # records in the run's log so far (counted on every process)
 
     def write(self, record: dict) -> None:
+        self.records += 1
         for w in self.writers:
             w.write(record)
 
@@ -72,11 +74,25 @@ class MetricWriters:
             w.close()
 
 
-def open_writers(run_dir: Path, *, enabled: bool = True) -> MetricWriters:
+def open_writers(run_dir: Path, *, enabled: bool = True, keep_lines: int | None = None) -> MetricWriters:
+    """``keep_lines``: a resumed run first cuts ``metrics.jsonl`` back to the records
+    written up to its checkpoint (later ones are written again, identically).  The
+    TensorBoard files are appended to; TensorBoard shows the latest value of a step."""
     if not enabled:
-        return MetricWriters([])
+        return MetricWriters([], keep_lines or 0)
+    truncate_jsonl(run_dir / "metrics.jsonl", keep_lines or 0)
     return MetricWriters([JsonlWriter(run_dir / "metrics.jsonl"),
-                          TensorBoardWriter(run_dir / TENSORBOARD_DIR)])
+                          TensorBoardWriter(run_dir / TENSORBOARD_DIR)], keep_lines or 0)
+
+
+def truncate_jsonl(path: Path, lines: int) -> None:
+    """Keep the first ``lines`` lines of ``path``, atomically (a temp file, then a rename)."""
+    if not path.exists():
+        return
+    kept = path.read_text().splitlines(keepends=True)[:lines]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(path)
 
 
 def _is_number(value) -> bool:

@@ -11,8 +11,8 @@ A checkpoint holds everything an exact resume needs:
 
 Orbax writes each checkpoint into a temporary directory and renames it when
 complete, so a process killed while writing leaves the previous checkpoints intact
-(an unfinished one is never listed).  It keeps the ``keep`` most recent ones and,
-with a ``best_metric``, the best one as well.
+(an unfinished one is never listed).  It keeps the ``keep`` most recent ones and
+the best one (by the run's best-model tracker, min_delta included) as well.
 """
 
 from __future__ import annotations
@@ -23,23 +23,17 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
-from orbax.checkpoint import checkpoint_managers as policies
 
 DIRECTORY = "checkpoints"
 
 
 class Checkpoints:
-    def __init__(self, run_dir: str | Path, *, keep: int = 2, best_metric: str | None = None,
-                 best_mode: str = "max"):
-        self.best_metric, self.best_mode = best_metric, best_mode
-        preserve: list = [policies.LatestN(keep)]
-        if best_metric is not None:
-            preserve.append(policies.BestN(get_metric_fn=lambda m: m[best_metric],
-                                           reverse=best_mode == "min", n=1,
-                                           keep_checkpoints_without_metrics=False))
+    """The ``keep`` most recent checkpoints of a run, plus the one its best-model
+    tracker points at (``save(..., best=step)``)."""
+
+    def __init__(self, run_dir: str | Path, *, keep: int = 2):
+        self.keep = keep
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=policies.AnyPreservationPolicy(preserve),
-            best_fn=(lambda m: m[best_metric]) if best_metric else None, best_mode=best_mode,
             enable_async_checkpointing=False,  # a checkpoint is on disk when save() returns
             cleanup_tmp_directories=True,  # a write cut short by a kill is removed, never read
         )
@@ -49,15 +43,15 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def best_step(self) -> int | None:
-        """The kept step with the best ``best_metric`` (None without one)."""
-        return self._manager.best_step() if self.best_metric else None
-
-    def save(self, step: int, state: Any, meta: Mapping[str, Any],
-             metrics: Mapping[str, float] | None = None) -> None:
+    def save(self, step: int, state: Any, meta: Mapping[str, Any], *, best: int | None = None) -> None:
+        """Write the checkpoint of ``step``, then drop those neither recent nor ``best``."""
         self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                          meta=ocp.args.JsonSave(dict(meta))),
-                           metrics=dict(metrics) if metrics is not None else None, force=True)
+                           force=True)
+        kept = set(sorted(self._manager.all_steps())[-self.keep:]) | {best}
+        for old in self._manager.all_steps():
+            if old not in kept:
+                self._manager.delete(old)
 
     def restore(self, step: int, like: Any) -> tuple[Any, dict]:
         """The state at ``step`` (shaped and placed like the pytree ``like``) and its meta."""

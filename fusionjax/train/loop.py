@@ -73,9 +73,7 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
                         steps.init)
     val_split = cfg.validation_split or cfg.eval_split
     tracker = _tracker(assembly, steps)
-    checkpoints = Checkpoints(run_dir, keep=cfg.keep_checkpoints,
-                              best_metric=tracker.metric if tracker else None,
-                              best_mode=tracker.mode if tracker else "max")
+    checkpoints = Checkpoints(run_dir, keep=cfg.keep_checkpoints)
     state, start, keep_lines = steps.init, 0, 0
     if (latest := checkpoints.latest_step()) is not None:
         state, meta = checkpoints.restore(latest, like)
@@ -83,13 +81,14 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
         tracker = Tracker(**meta["tracker"]) if tracker else None
         log(f"resuming from the checkpoint of step {latest} ({checkpoints.path / str(latest)})")
 
-    def save(step: int, evaluated: dict | None) -> None:
+    def save(step: int) -> None:
         if not bool(_all_finite(state.params)):
             raise TrainingError(f"the parameters became NaN/Inf by step {step}; "
                                 + _last_good(checkpoints))
         checkpoints.save(step, state, {"batches": step, "metrics_lines": metrics.records,
                                        "tracker": tracker.record() if tracker else None,
-                                       "config": assembly.resolved_config()}, evaluated)
+                                       "config": assembly.resolved_config()},
+                         best=tracker.best_step if tracker else None)
 
     metrics = open_writers(run_dir, enabled=writer, keep_lines=keep_lines)
     # A background thread reads and places batch n+1 while the device runs batch n.
@@ -133,7 +132,7 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
                     log_line(f"{val_split} at step {step}: {_fmt(evaluated)}" + (" (best)" if best else ""))
                     t_last = time.perf_counter()  # the evaluation is not training time
                 if evaluated is not None or step - last_saved >= cfg.checkpoint_every or step == cfg.steps:
-                    save(step, evaluated)
+                    save(step)
                     last_saved = step
                 if tracker and tracker.should_stop:
                     log_line(f"early stopping at step {step}: {tracker.metric} has not improved for "

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from fusionjax.errors import ConfigError, DataError, FusionJaxError
+from fusionjax.errors import ConfigError, DataError, FusionJaxError, TrainingError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args) or 0
     except DataError as e:
         print(f"fusionjax: data error: {e}", file=sys.stderr)
+        return 1
+    except TrainingError as e:
+        print(f"fusionjax: training stopped: {e}", file=sys.stderr)
         return 1
     except FusionJaxError as e:
         print(f"fusionjax: error: {e}", file=sys.stderr)
@@ -41,13 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     _config_args(t)
     t.add_argument("--output-dir", help="run directory (default: train.output_dir, "
                                         "else runs/<config>-<time>)")
-    d = t.add_argument_group("multi-process runs (JAX's distributed runtime; see docs/distributed.md)")
-    d.add_argument("--distributed", action="store_true",
-                   help="join a multi-process run, detecting the cluster (SLURM, Cloud TPU, ...)")
-    d.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
-    d.add_argument("--num-processes", type=int, metavar="N")
-    d.add_argument("--process-id", type=int, metavar="I")
+    _distributed_args(t)
     t.set_defaults(func=_train)
+
+    r = sub.add_parser("resume", help="continue an unfinished run from its latest checkpoint, "
+                                      "with its own config (config.json)")
+    r.add_argument("run_dir", metavar="RUN_DIR")
+    _distributed_args(r)
+    r.set_defaults(func=_resume)
 
     e = sub.add_parser("evaluate", help="metrics of a trained run on a split")
     e.add_argument("run_dir", metavar="RUN_DIR")
@@ -106,6 +110,15 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="override a config value, e.g. train.steps=100")
 
 
+def _distributed_args(p: argparse.ArgumentParser) -> None:
+    d = p.add_argument_group("multi-process runs (JAX's distributed runtime; see docs/distributed.md)")
+    d.add_argument("--distributed", action="store_true",
+                   help="join a multi-process run, detecting the cluster (SLURM, Cloud TPU, ...)")
+    d.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
+    d.add_argument("--num-processes", type=int, metavar="N")
+    d.add_argument("--process-id", type=int, metavar="I")
+
+
 def _assemble(args):
     from fusionjax.assembly import assemble
     from fusionjax.config import load_config
@@ -136,6 +149,14 @@ def _train(args) -> int:
     train(assembly, out, log=(lambda s: print(s, flush=True)) if main_process else (lambda s: None),
           progress=sys.stdout if main_process else None)
     return 0
+
+
+def _resume(args) -> int:
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise ConfigError(f"{run_dir}: not a fusionjax run directory (no config.json)")
+    args.config, args.overrides, args.output_dir = str(run_dir / "config.json"), [], str(run_dir)
+    return _train(args)
 
 
 def _plot(args) -> int:

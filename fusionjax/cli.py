@@ -156,7 +156,12 @@ def _resume(args) -> int:
     if not (run_dir / "config.json").is_file():
         raise ConfigError(f"{run_dir}: not a fusionjax run directory (no config.json)")
     args.config, args.overrides, args.output_dir = str(run_dir / "config.json"), [], str(run_dir)
-    return _train(args)
+    try:
+        return _train(args)
+    except ConfigError as e:  # e.g. a plugin the run used is no longer installed
+        from fusionjax.runs import missing_plugin_hint
+
+        raise ConfigError(f"{e}{missing_plugin_hint(run_dir, e)}") from None
 
 
 def _plot(args) -> int:

@@ -38,7 +38,7 @@ def load_run(path: str | Path) -> Run:
     try:
         assembly = assemble(config)
     except ConfigError as e:
-        raise ConfigError(f"{e}{_missing_plugin_hint(path, config, e)}") from None
+        raise ConfigError(f"{e}{missing_plugin_hint(path, e, config)}") from None
     assembly.dataset.restore(path)
     model = assembly.build()
     try:
@@ -64,10 +64,15 @@ def _shapes(tree) -> dict[str, tuple]:
     return {jax.tree_util.keystr(k): tuple(np.shape(v)) for k, v in leaves}
 
 
-def _missing_plugin_hint(path: Path, config: dict, error: ConfigError) -> str:
+def missing_plugin_hint(path: Path, error: ConfigError, config: dict | None = None) -> str:
     """Which plugin and package the run used, when a component no longer resolves."""
     if not error.key or not error.key.endswith(".type"):
         return ""
+    if config is None:
+        try:
+            config = json.loads((path / "config.json").read_text())
+        except (OSError, ValueError):
+            return ""
     node = config
     for part in error.key.split("."):
         node = node.get(part, {}) if isinstance(node, dict) else {}

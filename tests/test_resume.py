@@ -116,6 +116,10 @@ def test_resume_refuses_another_config_and_a_finished_run(uninterrupted, tmp_pat
     assert "unfinished run of another config (" in out.stderr, out.stderr
     assert "train.steps: 80 -> 90" in out.stderr
     assert "fusionjax resume" in out.stderr
+    # the directory alone resumes; a plugin it needs that is gone is named with its package
+    out = run_cli("resume", str(run), env={"FUSIONJAX_DISABLE_PLUGINS": "basic_fusions"})
+    assert out.returncode == 2
+    assert "this run used plugin 'basic_fusions' from package fusionjax" in out.stderr
 
 
 class _PoisonAfter:

@@ -54,4 +54,8 @@ class Prefetcher:
         return value
 
     def close(self) -> None:
+        """Stop the thread and wait for it: a thread still inside JAX when the interpreter
+        exits is torn down mid-call, and the process aborts."""
         self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=60)

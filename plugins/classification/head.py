@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from fusionjax_plugins.mlp import apply_hidden, hidden_layers
 
 from fusionjax.errors import ConfigError
 from fusionjax.interfaces import FieldSpec, Head
@@ -30,20 +31,16 @@ class ClassificationHead(Head):
                  label_smoothing: float = 0.0, rngs: nnx.Rngs):
         if num_classes < 2:
             raise ConfigError(f"must be >= 2, got {num_classes}", key="num_classes")
-        if any(h < 1 for h in hidden):
-            raise ConfigError(f"widths must be >= 1, got {list(hidden)}", key="hidden")
         if not 0.0 <= label_smoothing < 1.0:
             raise ConfigError(f"must be in [0, 1), got {label_smoothing}", key="label_smoothing",
                               hint="0 for hard targets; 0.1 is a common choice")
-        widths = (in_features, *hidden)
-        self.hidden = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths, widths[1:])])
-        self.out = nnx.Linear(widths[-1], num_classes, rngs=rngs)
+        self.hidden, width = hidden_layers(in_features, tuple(hidden), rngs=rngs)
+        self.out = nnx.Linear(width, num_classes, rngs=rngs)
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
 
     def __call__(self, features: jax.Array) -> jax.Array:
-        for layer in self.hidden:
-            features = jax.nn.relu(layer(features))
+        features = apply_hidden(self.hidden, features)
         return self.out(features)
 
     def check_labels(self, spec: FieldSpec) -> None:

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from fusionjax_plugins.mlp import apply_hidden, hidden_layers
 
 from fusionjax.errors import ConfigError
 from fusionjax.interfaces import FieldSpec, Head
@@ -46,20 +47,16 @@ class MultiLabelHead(Head):
                  threshold: float = 0.5, rngs: nnx.Rngs):
         if num_classes < 1:
             raise ConfigError(f"must be >= 1, got {num_classes}", key="num_classes")
-        if any(h < 1 for h in hidden):
-            raise ConfigError(f"widths must be >= 1, got {list(hidden)}", key="hidden")
         if not 0.0 < threshold < 1.0:
             raise ConfigError(f"must be strictly between 0 and 1, got {threshold}", key="threshold",
                               hint="the probability at which a label counts as predicted, e.g. 0.5")
-        widths = (in_features, *hidden)
-        self.hidden = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths, widths[1:])])
-        self.out = nnx.Linear(widths[-1], num_classes, rngs=rngs)
+        self.hidden, width = hidden_layers(in_features, tuple(hidden), rngs=rngs)
+        self.out = nnx.Linear(width, num_classes, rngs=rngs)
         self.num_classes = num_classes
         self.threshold = threshold
 
     def __call__(self, features: jax.Array) -> jax.Array:
-        for layer in self.hidden:
-            features = jax.nn.relu(layer(features))
+        features = apply_hidden(self.hidden, features)
         return self.out(features)
 
     def check_labels(self, spec: FieldSpec) -> None:

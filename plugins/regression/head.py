@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from fusionjax_plugins.mlp import apply_hidden, hidden_layers
 
 from fusionjax.errors import ConfigError
 from fusionjax.interfaces import FieldSpec, Head
@@ -37,8 +38,6 @@ class RegressionHead(Head):
     def __init__(self, in_features: int, *, label_shape: tuple[int, ...], hidden: tuple[int, ...] = (),
                  loss: Literal["mse", "mae", "huber"] = "mse", huber_delta: float = 1.0,
                  rngs: nnx.Rngs):
-        if any(h < 1 for h in hidden):
-            raise ConfigError(f"widths must be >= 1, got {list(hidden)}", key="hidden")
         if loss not in LOSSES:
             raise ConfigError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}", key="loss")
         if not huber_delta > 0:
@@ -47,14 +46,12 @@ class RegressionHead(Head):
         if any(d < 1 for d in self.label_shape):
             raise ConfigError(f"every dimension must be >= 1, got {self.label_shape}", key="label_shape")
         self.outputs = math.prod(self.label_shape)
-        widths = (in_features, *hidden)
-        self.hidden = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths, widths[1:])])
-        self.out = nnx.Linear(widths[-1], self.outputs, rngs=rngs)
+        self.hidden, width = hidden_layers(in_features, tuple(hidden), rngs=rngs)
+        self.out = nnx.Linear(width, self.outputs, rngs=rngs)
         self.loss_name, self.huber_delta = loss, huber_delta
 
     def __call__(self, features: jax.Array) -> jax.Array:
-        for layer in self.hidden:
-            features = jax.nn.relu(layer(features))
+        features = apply_hidden(self.hidden, features)
         return self.out(features).reshape((features.shape[0], *self.label_shape))
 
     def check_labels(self, spec: FieldSpec) -> None:

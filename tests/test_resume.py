@@ -183,3 +183,19 @@ def test_early_stopping_settings_are_checked(tmp_path):
     with pytest.raises(ConfigError) as e:
         assemble(config)
     assert e.value.key == "train.eval_every"
+
+
+def test_a_run_killed_after_its_last_checkpoint_finishes_on_resume(uninterrupted, tmp_path):
+    """Killed between the final checkpoint and the final parameters: resume trains no step."""
+    import shutil
+
+    cfg, reference = uninterrupted
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    (run / "checkpoint" / "params.msgpack").unlink()
+    out = run_cli("resume", str(run))
+    assert out.returncode == 0, out.stderr
+    assert "checkpoint of step 80" in out.stdout
+    assert _records(run) == _records(reference)
+    assert ((run / "checkpoint" / "params.msgpack").read_bytes()
+            == (reference / "checkpoint" / "params.msgpack").read_bytes())

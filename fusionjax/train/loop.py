@@ -97,7 +97,7 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
     pending: list[dict] = []
     t_start = t_last = time.perf_counter()
     train_metrics: dict[str, float] = {}
-    last_saved = start
+    last_saved, step, evaluated = start, start, None  # (a run resumed at its last step skips the loop)
     bar = Progress(cfg.steps, cfg.batch_size, progress,
                    loss_of=lambda stats: head_finalize(jax.device_get(stats)).get("loss"))
     with bar:
@@ -144,10 +144,14 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
     batches.close()
     if tracker and cfg.restore_best and tracker.best_step is not None and tracker.best_step != step:
         state, _ = checkpoints.restore(tracker.best_step, like)
+        evaluated = None  # that evaluation was of another model
         log(f"the final model is the best evaluation's: step {tracker.best_step}, "
             f"{tracker.metric} {tracker.best:.4f}")
     checkpoints.close()
-    eval_metrics = evaluate(steps, state, assembly, cfg.eval_split, eval_batch, mesh)
+    if evaluated is not None and val_split == cfg.eval_split:
+        eval_metrics = evaluated  # the last step was just evaluated on this split: not twice
+    else:
+        eval_metrics = evaluate(steps, state, assembly, cfg.eval_split, eval_batch, mesh)
     problems = list(assembly.dataset.problems)
     absent = {m: list(v) for m, v in assembly.dataset.absent_inputs.items() if v}
     facts = {}

@@ -1,7 +1,9 @@
 """fusionjax: plugin-based modality fusion for JAX.
 
 ``import fusionjax`` is cheap: it loads no plugin, imports no JAX and touches no
-device.  Names below are imported on first access.
+device.  Names below are imported on first access.  It does tune glibc's malloc for
+XLA:CPU's per-step buffers (:mod:`fusionjax.allocator`), which has to happen before
+JAX starts its threads.
 
     import fusionjax as fj
     assembly = fj.assemble(fj.load_config("examples/three_modality.toml", ["train.steps=50"]))
@@ -13,7 +15,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from fusionjax import allocator as _allocator
+
 __version__ = "0.1.0"
+_allocator.tune()
 
 _EXPORTS = {
     "Encoder": "fusionjax.interfaces",

@@ -6,6 +6,7 @@ from typing import Literal
 
 import jax
 from flax import nnx
+from fusionjax_plugins.kernels.pooling import avg_pool, max_pool
 
 from fusionjax.errors import ConfigError
 
@@ -44,11 +45,10 @@ class ConvStack(nnx.Module):
         return h, w
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        window = (self.pool_size, self.pool_size)
         for i, conv in enumerate(self.convs):
             x = jax.nn.relu(conv(x))
             if i < self.pool_layers and self.pool == "max":
-                x = nnx.max_pool(x, window, strides=window, padding="VALID")
+                x = max_pool(x, self.pool_size)
             elif i < self.pool_layers and self.pool == "avg":
-                x = nnx.avg_pool(x, window, strides=window, padding="VALID")
+                x = avg_pool(x, self.pool_size)
         return x

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Literal
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
+from fusionjax_plugins.kernels.conv import conv2d_same
 from fusionjax_plugins.kernels.pooling import avg_pool, max_pool
 
 from fusionjax.errors import ConfigError
@@ -46,7 +48,10 @@ class ConvStack(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         for i, conv in enumerate(self.convs):
-            x = jax.nn.relu(conv(x))
+            # nnx.Conv holds the parameters; the convolution is the fast-path kernel's
+            dtype = jnp.result_type(x.dtype, conv.kernel.dtype)
+            y = conv2d_same(x.astype(dtype), conv.kernel[...].astype(dtype))
+            x = jax.nn.relu(y + conv.bias[...].astype(dtype))
             if i < self.pool_layers and self.pool == "max":
                 x = max_pool(x, self.pool_size)
             elif i < self.pool_layers and self.pool == "avg":

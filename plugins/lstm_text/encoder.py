@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from fusionjax_plugins.kernels.lstm import lstm_recurrence
 
 from fusionjax.errors import ConfigError
 from fusionjax.interfaces import Encoder, TokenSequence
@@ -14,8 +15,9 @@ class LSTMLayer(nnx.Module):
     """One direction of one LSTM layer, gates ordered (input, forget, cell, output).
 
     The input projection of every time step is one matmul outside the recurrence;
-    ``lax.scan`` runs the rest.  At a padded step the state is carried unchanged,
-    so the final state is the state after the last real token, whatever the padding.
+    :func:`~fusionjax_plugins.kernels.lstm.lstm_recurrence` runs the rest.  At a
+    padded step the state is carried unchanged, so the final state is the state
+    after the last real token, whatever the padding.
     """
 
     def __init__(self, in_features: int, hidden: int, *, rngs: nnx.Rngs):
@@ -30,20 +32,8 @@ class LSTMLayer(nnx.Module):
         """``x [B, T, D]``, ``valid [B, T]`` -> (outputs ``[B, T, H]``, zero where
         padded; final hidden state ``[B, H]``)."""
         gates_in = jnp.swapaxes(self.inp(x), 0, 1)  # [T, B, 4H]
-        w_rec = self.rec.kernel[...]
-
-        def step(carry, inputs):
-            h, c = carry
-            g, keep = inputs
-            i, f, u, o = jnp.split(g + h @ w_rec, 4, axis=-1)
-            c_new = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(u)
-            h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)
-            keep = keep[:, None]
-            h, c = jnp.where(keep, h_new, h), jnp.where(keep, c_new, c)
-            return (h, c), jnp.where(keep, h, 0.0)
-
-        zeros = jnp.zeros((x.shape[0], self.hidden), gates_in.dtype)
-        (h, _), outputs = jax.lax.scan(step, (zeros, zeros), (gates_in, valid.T))
+        w_rec = self.rec.kernel[...].astype(gates_in.dtype)
+        outputs, h = lstm_recurrence(gates_in, valid.T, w_rec)
         return jnp.swapaxes(outputs, 0, 1), h
 
 

@@ -15,7 +15,7 @@ PEERS="${PEERS:-flax-nnx}"
 OUT="$(mktemp -d /tmp/fusionjax_bench.XXXXXX)"
 cmd_for() {
   case "$1" in
-    fusionjax)     echo "$HERE/bench_small.py" ;;
+    fusionjax)     echo "$HERE/bench_workload.py" ;;
     flax-nnx)      echo "$PEERS_DIR/flax_ref.py" ;;
     torch-eager)   echo "$PEERS_DIR/torch_ref.py" ;;
     torch-compile) echo "$PEERS_DIR/torch_ref.py --compile" ;;

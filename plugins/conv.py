@@ -50,8 +50,8 @@ class ConvStack(nnx.Module):
         for i, conv in enumerate(self.convs):
             # nnx.Conv holds the parameters; the convolution is the fast-path kernel's
             dtype = jnp.result_type(x.dtype, conv.kernel.dtype)
-            y = conv2d_same(x.astype(dtype), conv.kernel[...].astype(dtype))
-            x = jax.nn.relu(y + conv.bias[...].astype(dtype))
+            x = jax.nn.relu(conv2d_same(x.astype(dtype), conv.kernel[...].astype(dtype),
+                                        conv.bias[...].astype(dtype)))
             if i < self.pool_layers and self.pool == "max":
                 x = max_pool(x, self.pool_size)
             elif i < self.pool_layers and self.pool == "avg":

@@ -78,9 +78,11 @@ def test_conv_gradients_match_xla(shape, kernel, out):
     rng = np.random.default_rng(2)
     x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
     w = jnp.asarray(rng.standard_normal((kernel, kernel, shape[-1], out)), jnp.float32)
-    fast, plain = both_ways(lambda x, w: jnp.sum(jnp.tanh(conv.conv2d_same(x, w))), x, w,
-                            name="conv")
-    assert_same(fast, plain)
+    b = jnp.asarray(rng.standard_normal(out), jnp.float32)
+    assert_same(*both_ways(lambda x, w, b: jnp.sum(jnp.tanh(conv.conv2d_same(x, w, b))), x, w, b,
+                           name="conv"))
+    assert_same(*both_ways(lambda x, w: jnp.sum(jnp.tanh(conv.conv2d_same(x, w))), x, w,
+                           name="conv"))
 
 
 @pytest.mark.parametrize("bidirectional,layers", [(False, 1), (True, 2)])

@@ -41,46 +41,56 @@ def _pad_same(x: jax.Array, kh: int, kw: int) -> jax.Array:
     return jnp.pad(x, ((0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)))
 
 
-def weight_gradient(x: jax.Array, dy: jax.Array, kh: int, kw: int) -> jax.Array:
+def weight_gradient(x: jax.Array, dy: jax.Array, kh: int, kw: int, *, bias: bool = False
+                    ) -> tuple[jax.Array, jax.Array | None]:
     """``dW [kh, kw, C, O]`` of a stride-1 'SAME' conv from its input ``x [B, H, W, C]``
-    and output gradient ``dy [B, H, W, O]``."""
+    and output gradient ``dy [B, H, W, O]``, and with ``bias`` the bias gradient
+    ``[O]`` too: a column of ones among the patches, so that ``dy`` (the largest
+    array here) is read once rather than once more for its sum."""
     b, h, w, c = x.shape
     o = dy.shape[-1]
     xp = _pad_same(x, kh, kw)
     dy2 = dy.reshape(b * h * w, o)
+    ones = [jnp.ones((b, h, w, 1), x.dtype)] if bias else []
     contract_rows = (((0,), (0,)), ((), ()))  # patches^T @ dy, contracting over B*H*W
     if kh * kw * c <= _FULL_PATCHES_MAX:
-        patches = jnp.concatenate([xp[:, i:i + h, j:j + w] for i in range(kh) for j in range(kw)],
-                                  axis=-1)
-        dw = lax.dot_general(patches.reshape(b * h * w, kh * kw * c), dy2, contract_rows)
-        return dw.reshape(kh, kw, c, o)
-    cols = jnp.concatenate([xp[:, :, j:j + w] for j in range(kw)], axis=-1)  # [B, H+kh-1, W, kw*C]
-    rows = [lax.dot_general(cols[:, i:i + h].reshape(b * h * w, kw * c), dy2, contract_rows)
-            for i in range(kh)]
-    return jnp.stack(rows).reshape(kh, kw, c, o)
+        patches = jnp.concatenate([xp[:, i:i + h, j:j + w] for i in range(kh) for j in range(kw)]
+                                  + ones, axis=-1)
+        dw = lax.dot_general(patches.reshape(b * h * w, -1), dy2, contract_rows)
+        rows = [dw[: kh * kw * c]]
+    else:
+        cols = jnp.concatenate([xp[:, :, j:j + w] for j in range(kw)], axis=-1)  # [B, H+kh-1, W, kw*C]
+        rows = [lax.dot_general(
+            jnp.concatenate([cols[:, i:i + h]] + (ones if i == 0 else []), axis=-1)
+            .reshape(b * h * w, -1), dy2, contract_rows) for i in range(kh)]
+        dw = rows[0]
+        rows[0] = rows[0][: kw * c]
+    d_bias = dw[-1] if bias else None
+    return jnp.concatenate(rows).reshape(kh, kw, c, o), d_bias
 
 
 @jax.custom_vjp
-def _conv(x: jax.Array, w: jax.Array) -> jax.Array:
-    return _plain(x, w)
+def _conv(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
+    return _plain(x, w) + b
 
 
-def _conv_fwd(x, w):
-    return _plain(x, w), (x, w)
+def _conv_fwd(x, w, b):
+    return _conv(x, w, b), (x, w)
 
 
 def _conv_bwd(residuals, dy):
     x, w = residuals
     dx = jax.vjp(lambda x_: _plain(x_, w), x)[1](dy)[0]  # XLA drops it when x needs no gradient
-    return dx, weight_gradient(x, dy, w.shape[0], w.shape[1]).astype(w.dtype)
+    d_w, d_b = weight_gradient(x, dy, w.shape[0], w.shape[1], bias=True)
+    return dx, d_w.astype(w.dtype), d_b.astype(w.dtype)
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
-def conv2d_same(x: jax.Array, w: jax.Array) -> jax.Array:
+def conv2d_same(x: jax.Array, w: jax.Array, b: jax.Array | None = None) -> jax.Array:
     """``x [B, H, W, C]`` convolved with ``w [kh, kw, C, O]``, stride 1, 'SAME' zero
-    padding -> ``[B, H, W, O]`` (no bias)."""
+    padding, plus the bias ``b [O]`` if given -> ``[B, H, W, O]``."""
     if fast_paths.enabled(CONV):
-        return _conv(x, w)
-    return _plain(x, w)
+        return _conv(x, w, jnp.zeros(w.shape[-1], w.dtype) if b is None else b)
+    return _plain(x, w) if b is None else _plain(x, w) + b

@@ -31,7 +31,9 @@ class LSTMLayer(nnx.Module):
     def __call__(self, x: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``x [B, T, D]``, ``valid [B, T]`` -> (outputs ``[B, T, H]``, zero where
         padded; final hidden state ``[B, H]``)."""
-        gates_in = jnp.swapaxes(self.inp(x), 0, 1)  # [T, B, 4H]
+        # time-major before the projection: the [T, B, 4H] gate gradients then need no
+        # transpose on the way back (the narrower input's does)
+        gates_in = self.inp(jnp.swapaxes(x, 0, 1))  # [T, B, 4H]
         w_rec = self.rec.kernel[...].astype(gates_in.dtype)
         outputs, h = lstm_recurrence(gates_in, valid.T, w_rec)
         return jnp.swapaxes(outputs, 0, 1), h

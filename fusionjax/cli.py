@@ -197,7 +197,8 @@ def _evaluate(args) -> int:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     batch = args.batch_size or run.assembly.train.eval_batch_size or run.assembly.train.batch_size
     batch += -batch % mesh.devices.size
-    steps = make_steps(run.model, run.assembly.optimizer, mesh)
+    steps = make_steps(run.model, run.assembly.optimizer, mesh,
+                       shard_params=run.assembly.train.shard_params)
     size = run.assembly.dataset.size(split)
     if args.sweep:
         return _print_sweep(run, split, size, steps, batch, mesh, args.json)

@@ -43,6 +43,7 @@ class TrainConfig:
     modality_dropout: dict = field(default_factory=dict)  # {modality: probability}
     grad_accumulation: int = 1  # micro-batches per step, gradients averaged inside the step
     precision: Literal["float32", "bfloat16", "float16"] = "float32"  # compute dtype of training
+    shard_params: bool = False  # split params and optimiser state over the devices (FSDP)
     eval_every: int | None = None  # evaluate validation_split every N steps (a multiple of log_every)
     validation_split: str | None = None  # the periodic evaluations' split (default: eval_split)
     early_stopping: dict = field(default_factory=dict)  # {metric, mode, patience, min_delta}

@@ -28,7 +28,7 @@ from fusionjax.assembly import Assembly
 from fusionjax.data.prefetch import Prefetcher
 from fusionjax.errors import ConfigError, TrainingError, did_you_mean
 from fusionjax.interfaces import LABEL, Batch, mask_key
-from fusionjax.parallel import data_mesh, shard_batch
+from fusionjax.parallel import bytes_per_device, data_mesh, shard_batch, to_host
 from fusionjax.train.checkpoint import Checkpoints
 from fusionjax.train.early_stopping import Tracker, default_mode
 from fusionjax.train.progress import Progress
@@ -67,8 +67,11 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
     head_finalize = type(model.head).finalize_metrics
     steps = make_steps(model, assembly.optimizer, mesh, modality_dropout=cfg.modality_dropout,
                        seed=cfg.seed, grad_accumulation=cfg.grad_accumulation,
-                       precision=cfg.precision)
+                       precision=cfg.precision, shard_params=cfg.shard_params)
     del model  # its arrays now live in `steps.init`
+    if cfg.shard_params:
+        log(f"parameters and optimiser state split over {n_dev} devices: "
+            f"{bytes_per_device(steps.init) / 1e6:.2f} MB on each")
     like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                         steps.init)
     val_split = cfg.validation_split or cfg.eval_split
@@ -168,8 +171,9 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
     metrics.write({"step": step, "split": cfg.eval_split, **eval_metrics})
     metrics.close()
     log(f"{cfg.eval_split}: {_fmt(eval_metrics)}")
+    params = to_host(state.params)  # a collective when the parameters are split over processes
     if writer:
-        _save_params(run_dir / FINAL_PARAMS, state)  # written last: its presence marks a finished run
+        _save_params(run_dir / FINAL_PARAMS, params)  # written last: its presence marks a finished run
         log(f"run directory: {run_dir}")
     return RunResult(run_dir, state, steps, train_metrics, eval_metrics)
 
@@ -369,10 +373,11 @@ def _run_facts(mesh) -> dict:
     }
 
 
-def _save_params(path: Path, state: TrainState) -> None:
-    """The final parameters, written atomically (a temp file, then a rename)."""
+def _save_params(path: Path, params) -> None:
+    """The final parameters (whole, on the host), written atomically (a temp file,
+    then a rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = serialization.msgpack_serialize(nnx.to_pure_dict(jax.device_get(state.params)))
+    data = serialization.msgpack_serialize(nnx.to_pure_dict(params))
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)

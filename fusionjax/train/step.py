@@ -4,7 +4,13 @@ The model is split once into a static graph definition and array state
 (``nnx.split``); the steps are pure functions of that state under ``jax.jit``,
 merging the model back inside the trace.  This keeps NNX's Python-side graph
 traversal out of the per-step cost.  The batch arrives split over the mesh's
-data axis; the state is replicated; XLA inserts the gradient all-reduce.
+data axis; the state is replicated and XLA inserts the gradient all-reduce.  With
+``shard_params`` (``train.shard_params``) every large array of the state is split
+over the same axis instead (:func:`fusionjax.parallel.state_shardings`): a step
+gathers the parameters whole for the forward and backward pass, and each device
+updates only its blocks of them and of the optimiser state.  The layout is fixed
+once, here, for the initial state and both steps' in and out shardings, so a step
+never changes it and never recompiles for it.
 
 Gradient accumulation (``grad_accumulation = k``): the step receives the whole
 batch, splits it into ``k`` micro-batches along the batch axis and runs forward and
@@ -38,7 +44,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from fusionjax.errors import ConfigError, did_you_mean
 from fusionjax.interfaces import LABEL, Batch
 from fusionjax.model import FusionModel
-from fusionjax.parallel import DATA_AXIS, batch_sharding, replicated
+from fusionjax.parallel import DATA_AXIS, batch_sharding, replicated, state_shardings
 from fusionjax.train.modality_dropout import drop_modalities, dropout_key
 
 PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -92,12 +98,13 @@ class Steps(NamedTuple):
 def make_steps(model: FusionModel, tx: optax.GradientTransformation, mesh: Mesh, *,
                modality_dropout: Mapping[str, float] | None = None, seed: int = 0,
                grad_accumulation: int = 1, precision: str = "float32",
-               loss_scale_period: int = LOSS_SCALE_PERIOD) -> Steps:
+               loss_scale_period: int = LOSS_SCALE_PERIOD, shard_params: bool = False) -> Steps:
     """``modality_dropout`` ({modality: probability}) hides modalities of random
-    training examples, drawn from ``seed`` and the step number.  ``grad_accumulation``
-    and ``precision`` are ``train.grad_accumulation`` and ``train.precision``; the
-    batch size must be a multiple of ``grad_accumulation`` times the device count
-    (checked when the train step first compiles)."""
+    training examples, drawn from ``seed`` and the step number.  ``grad_accumulation``,
+    ``precision`` and ``shard_params`` are ``train.grad_accumulation``,
+    ``train.precision`` and ``train.shard_params``; the batch size must be a multiple
+    of ``grad_accumulation`` times the device count (checked when the train step
+    first compiles)."""
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}{did_you_mean(str(precision), PRECISIONS)}",
                           key="train.precision", hint=f"choose from: {', '.join(PRECISIONS)}")
@@ -105,12 +112,28 @@ def make_steps(model: FusionModel, tx: optax.GradientTransformation, mesh: Mesh,
             or grad_accumulation < 1:
         raise ConfigError(f"must be an int >= 1, got {grad_accumulation!r}",
                           key="train.grad_accumulation")
+    if not isinstance(shard_params, bool):
+        raise ConfigError(f"must be true or false, got {shard_params!r}", key="train.shard_params")
     k, compute = grad_accumulation, PRECISIONS[precision]
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     loss_scale = LossScale.initial() if precision == "float16" else None
     state = TrainState(jnp.zeros((), jnp.int32), params, rest, tx.init(params), loss_scale)
-    state = jax.device_put(state, replicated(mesh))
-    state_sharding, data = replicated(mesh), batch_sharding(mesh)
+    state_sharding = state_shardings(state, mesh, shard=shard_params)
+    state = jax.device_put(state, state_sharding)
+    data = batch_sharding(mesh)
+    # Under shard_params the step gathers the split parameters whole once, before the
+    # forward pass (FSDP's all-gather; once per step, not per micro-batch), and hands
+    # the optimiser the gradients laid out like the parameters: the gradient reduction
+    # then leaves each device only its block to update.  Left to itself, GSPMD carries
+    # a parameter's split into the activations it meets and reshuffles them there
+    # (XLA warns of "involuntary full rematerialization" on the CNN encoders).
+    whole = jax.tree.map(lambda _: replicated(mesh), state.params)
+
+    def gather(params):
+        return jax.lax.with_sharding_constraint(params, whole) if shard_params else params
+
+    def scatter(grads):
+        return jax.lax.with_sharding_constraint(grads, state_sharding.params) if shard_params else grads
     n_devices = mesh.devices.size
     # inputs cast to the compute dtype: every modality whose encoder does not keep float32
     cast_inputs = frozenset(m for m, enc in model.encoders.items()
@@ -139,8 +162,9 @@ def make_steps(model: FusionModel, tx: optax.GradientTransformation, mesh: Mesh,
     def gradients(state: TrainState, batch: Batch):
         """Mean gradient over the batch (float32, unscaled), new model state, metric stats."""
         scale = 1.0 if state.loss_scale is None else state.loss_scale.scale
+        params = gather(state.params)
         if k == 1:
-            (_, (stats, rest)), grads = grad_fn(state.params, state.rest, batch, scale)
+            (_, (stats, rest)), grads = grad_fn(params, state.rest, batch, scale)
         else:
             # [B, ...] -> [k, B / k, ...]: micro-batch i is rows i, i + k, i + 2k, ...
             micro = jax.tree.map(
@@ -149,15 +173,15 @@ def make_steps(model: FusionModel, tx: optax.GradientTransformation, mesh: Mesh,
 
             def accumulate(carry, mb):
                 total, rest = carry
-                (_, (stats, rest)), grads = grad_fn(state.params, rest, mb, scale)
+                (_, (stats, rest)), grads = grad_fn(params, rest, mb, scale)
                 return (jax.tree.map(jnp.add, total, grads), rest), stats
 
-            zeros = jax.tree.map(jnp.zeros_like, state.params)
+            zeros = jax.tree.map(jnp.zeros_like, params)
             (grads, rest), stats = jax.lax.scan(accumulate, (zeros, state.rest), micro)
             stats = jax.tree.map(lambda s: s.sum(axis=0), stats)
         if k != 1 or state.loss_scale is not None:
             grads = jax.tree.map(lambda g: g / (scale * k), grads)
-        return grads, rest, stats
+        return scatter(grads), rest, stats
 
     def train_step(state: TrainState, batch: Batch):
         check_batch_split(batch[LABEL].shape[0], k, n_devices)
@@ -177,14 +201,15 @@ def make_steps(model: FusionModel, tx: optax.GradientTransformation, mesh: Mesh,
         return TrainState(state.step + 1, params, rest, opt_state, loss_scale), stats
 
     def eval_step(state: TrainState, batch: Batch, weights: jax.Array):
-        predictions, model = run(state.params, state.rest, batch, jnp.float32)
+        predictions, model = run(gather(state.params), state.rest, batch, jnp.float32)
         return model.head.metric_stats(predictions, batch[LABEL], weights)
 
     # The old state is dead after a step: donating it lets XLA update in place.
+    stats_sharding = replicated(mesh)  # the metric statistics: small, read by the host
     train = jax.jit(train_step, in_shardings=(state_sharding, data),
-                    out_shardings=(state_sharding, state_sharding), donate_argnums=0)
+                    out_shardings=(state_sharding, stats_sharding), donate_argnums=0)
     evaluate = jax.jit(eval_step, in_shardings=(state_sharding, data, data),
-                       out_shardings=state_sharding)
+                       out_shardings=stats_sharding)
     return Steps(graphdef, state, train, evaluate,
                  lambda s: nnx.merge(graphdef, s.params, s.rest))
 

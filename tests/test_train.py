@@ -8,6 +8,7 @@ import textwrap
 
 import jax
 import numpy as np
+import pytest
 from conftest import ROOT, TINY, run_cli
 
 from fusionjax.assembly import assemble
@@ -55,46 +56,147 @@ def test_text_alone_is_learned_by_the_lstm(tiny_config, tmp_path):
     assert result.eval_metrics["accuracy"] >= 0.9, result.eval_metrics
 
 
-SHARDED = textwrap.dedent("""
-    import os, sys, json
+# Eight CPU devices, in one subprocess (JAX starts once): data parallelism with the
+# state replicated and with train.shard_params, against one device.  TINY, with the
+# image encoder's dense layer and the LSTM wide enough (2**14 elements) that one kernel
+# splits along its rows and one along its columns; every other leaf stays replicated.
+EIGHT_DEVICES = textwrap.dedent("""
+    import os, sys, json, shutil, copy
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
     os.environ["JAX_PLATFORMS"] = "cpu"
     sys.path.insert(0, {tests!r})
+    from pathlib import Path
     import jax, numpy as np
+    tmp = Path({tmp!r})
+    # the train() runs below compile what the "sharded" variant compiled: reuse it
+    jax.config.update("jax_compilation_cache_dir", str(tmp / "xla_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     from conftest import TINY
     from fusionjax.assembly import assemble
-    from fusionjax.parallel import data_mesh, shard_batch
+    from fusionjax.parallel import bytes_per_device, data_mesh, shard_batch, to_host
+    from fusionjax.runs import load_run
+    from fusionjax.train.loop import evaluate, train
     from fusionjax.train.step import make_steps
     assert jax.device_count() == 8
-    a = assemble(TINY)
+    cfg = copy.deepcopy(TINY)
+    cfg["model"]["encoders"]["image"]["dense"] = 64  # kernel [256, 64]
+    cfg["model"]["encoders"]["text"]["hidden"] = 64  # recurrent kernel [64, 256]
+    a = assemble(cfg)
     out = {{}}
-    for n in (1, 8):
+    for name, n, shard in (("one", 1, False), ("replicated", 8, False), ("sharded", 8, True)):
         mesh = data_mesh(jax.devices()[:n])
-        steps = make_steps(a.build(), a.optimizer, mesh)
+        steps = make_steps(a.build(), a.optimizer, mesh, shard_params=shard)
         state, losses = steps.init, []
         for batch in a.dataset.batches("train", 32, seed=0, shuffle=True, drop_remainder=True):
             state, stats = steps.train(state, shard_batch(batch, mesh))
             losses.append(float(stats["loss_sum"]) / 32)
             if len(losses) == 6:
                 break
-        leaf = jax.tree.leaves(state.params)[0]
-        out[n] = dict(losses=losses, shards=len(leaf.sharding.device_set),
-                      params=[np.asarray(x).ravel()[:50].tolist() for x in jax.tree.leaves(state.params)])
+        split = {{jax.tree_util.keystr(k): dict(spec=list(x.sharding.spec), shape=x.shape,
+                                              shards=[s.data.shape for s in x.addressable_shards])
+                 for k, x in jax.tree_util.tree_flatten_with_path(state)[0]
+                 if x.sharding.spec != jax.sharding.PartitionSpec()}}
+        out[name] = dict(losses=losses, split=split, bytes=bytes_per_device(state),
+                         devices=len(jax.tree.leaves(state.params)[0].sharding.device_set),
+                         eval=evaluate(steps, state, a, "test", 32, mesh)["loss"],
+                         params=[np.ravel(x)[:50].tolist() for x in jax.tree.leaves(to_host(state.params))])
+
+    # A sharded run interrupted after its checkpoint of step 3 (a copy without the later
+    # checkpoint and the final parameters) resumes to the uninterrupted run's result.
+    cfg["train"].update(steps=6, log_every=3, checkpoint_every=3, shard_params=True)
+    full = train(assemble(cfg), tmp / "full", log=lambda s: None)
+    shutil.copytree(tmp / "full", tmp / "resumed")
+    shutil.rmtree(tmp / "resumed" / "checkpoints" / "6")
+    (tmp / "resumed" / "checkpoint" / "params.msgpack").unlink()
+    logged = []
+    resumed = train(assemble(cfg), tmp / "resumed", log=logged.append)
+    run = load_run(tmp / "full")  # as `fusionjax evaluate` loads it
+    steps = make_steps(run.model, run.assembly.optimizer, data_mesh(),
+                       shard_params=run.assembly.train.shard_params)
+    out["resume"] = dict(
+        log=logged, full=full.eval_metrics, resumed=resumed.eval_metrics,
+        loaded=evaluate(steps, steps.init, run.assembly, "test", 32, data_mesh()),
+        specs=[list(x.sharding.spec) for x in jax.tree.leaves(resumed.state)],
+        records=[[{{k: v for k, v in json.loads(line).items() if k != "examples_per_s"}}
+                  for line in (tmp / r / "metrics.jsonl").read_text().splitlines()]
+                 for r in ("full", "resumed")],
+        same_params=((tmp / "full" / "checkpoint" / "params.msgpack").read_bytes()
+                     == (tmp / "resumed" / "checkpoint" / "params.msgpack").read_bytes()))
     print(json.dumps(out))
 """)
 
 
-def test_data_parallel_over_8_devices_matches_one(tmp_path):
-    script = tmp_path / "sharded.py"
-    script.write_text(SHARDED.format(tests=str(ROOT / "tests")))
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    res = json.loads(out.stdout.strip().splitlines()[-1])
-    one, eight = res["1"], res["8"]
-    assert one["shards"] == 1 and eight["shards"] == 8
+@pytest.fixture(scope="module")
+def eight_devices(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("eight_devices")
+    script = tmp / "eight_devices.py"
+    script.write_text(EIGHT_DEVICES.format(tests=str(ROOT / "tests"), tmp=str(tmp)))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "involuntary full rematerialization" not in out.stderr.lower()
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_data_parallel_over_8_devices_matches_one(eight_devices):
+    one, eight = eight_devices["one"], eight_devices["replicated"]
+    assert one["devices"] == 1 and eight["devices"] == 8
     np.testing.assert_allclose(eight["losses"], one["losses"], rtol=1e-4, atol=1e-5)
     for p1, p8 in zip(one["params"], eight["params"]):
         np.testing.assert_allclose(p8, p1, rtol=1e-3, atol=1e-5)
+
+
+def test_shard_params_splits_large_leaves_and_their_adam_moments(eight_devices):
+    split = eight_devices["sharded"]["split"]
+    kernels = {"['encoders']['image']['dense']['kernel']": ["data"],
+               "['encoders']['text']['layers'][0][0]['rec']['kernel']": [None, "data"]}
+    for path, spec in kernels.items():
+        # the parameter and Adam's mu and nu: one layout, 1/8 of the array on each device
+        leaves = {k: v for k, v in split.items() if path in k}
+        assert len(leaves) == 3 and {".params", ".opt_state[0].mu", ".opt_state[0].nu"} == {
+            k.split(path)[0] for k in leaves}, sorted(split)
+        for leaf in leaves.values():
+            assert leaf["spec"] == spec
+            assert len(leaf["shards"]) == 8
+            assert all(np.prod(s) * 8 == np.prod(leaf["shape"]) for s in leaf["shards"])
+    assert len(split) == 6  # nothing else: small leaves and the step counts stay whole
+    assert eight_devices["replicated"]["split"] == {}
+    assert eight_devices["sharded"]["bytes"] < eight_devices["replicated"]["bytes"]
+
+
+def test_shard_params_trains_like_replicated_and_one_device(eight_devices):
+    one, rep, sharded = (eight_devices[k] for k in ("one", "replicated", "sharded"))
+    np.testing.assert_allclose(sharded["losses"], rep["losses"], rtol=1e-4)
+    np.testing.assert_allclose(sharded["losses"], one["losses"], rtol=1e-4)
+    np.testing.assert_allclose(sharded["eval"], one["eval"], rtol=1e-4)
+    for p1, p8 in zip(one["params"], sharded["params"]):
+        np.testing.assert_allclose(p8, p1, rtol=1e-3, atol=1e-5)
+
+
+def test_shard_params_checkpoint_resumes_exactly(eight_devices):
+    res = eight_devices["resume"]
+    assert any("resuming from the checkpoint of step 3" in line for line in res["log"])
+    assert any("split over 8 devices" in line for line in res["log"])
+    assert ["data"] in res["specs"] and [None, "data"] in res["specs"]  # restored as saved
+    assert res["resumed"] == res["full"] and res["same_params"]  # bitwise
+    full, resumed = res["records"]
+    assert len(full) == 3 and resumed == full
+    for k, v in res["full"].items():  # the saved run, loaded and evaluated sharded
+        np.testing.assert_allclose(res["loaded"][k], v, rtol=1e-5)
+
+
+def test_shard_spec_rule():
+    from jax.sharding import PartitionSpec as P
+
+    from fusionjax.parallel import SHARD_MIN_SIZE, shard_spec
+
+    assert shard_spec((3520, 64), 8) == P("data")  # the largest dimension
+    assert shard_spec((64, 256), 8) == P(None, "data")
+    assert shard_spec((128, 128), 8) == P("data")  # a tie: the first
+    assert shard_spec((4100, 64), 8) == P(None, "data")  # the largest that 8 divides
+    assert shard_spec((3, 3, 16, 32), 8) == P()  # below SHARD_MIN_SIZE
+    assert shard_spec((SHARD_MIN_SIZE,), 8) == P("data") and shard_spec((SHARD_MIN_SIZE - 8,), 8) == P()
+    assert shard_spec((16411,), 8) == P()  # nothing divides: replicated, not padded
+    assert shard_spec((3520, 64), 1) == P() and shard_spec((), 8) == P()
 
 
 def test_cli_train_writes_a_run_and_never_overwrites_one(tmp_path):

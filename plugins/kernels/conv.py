@@ -78,9 +78,18 @@ def _conv_fwd(x, w, b):
     return _conv(x, w, b), (x, w)
 
 
+def input_gradient(dy: jax.Array, w: jax.Array) -> jax.Array:
+    """``dx`` of a stride-1 'SAME' conv: ``dy`` convolved with the flipped kernel, its
+    input and output channels swapped, padded on the other side."""
+    kh, kw = w.shape[:2]
+    flipped = jnp.flip(w, (0, 1)).swapaxes(2, 3)
+    padding = ((kh // 2, (kh - 1) // 2), (kw // 2, (kw - 1) // 2))
+    return lax.conv_general_dilated(dy, flipped, (1, 1), padding, dimension_numbers=_DIMS)
+
+
 def _conv_bwd(residuals, dy):
     x, w = residuals
-    dx = jax.vjp(lambda x_: _plain(x_, w), x)[1](dy)[0]  # XLA drops it when x needs no gradient
+    dx = input_gradient(dy, w)  # XLA drops it where x needs no gradient (a first layer)
     d_w, d_b = weight_gradient(x, dy, w.shape[0], w.shape[1], bias=True)
     return dx, d_w.astype(w.dtype), d_b.astype(w.dtype)
 

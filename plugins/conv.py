@@ -50,10 +50,14 @@ class ConvStack(nnx.Module):
         for i, conv in enumerate(self.convs):
             # nnx.Conv holds the parameters; the convolution is the fast-path kernel's
             dtype = jnp.result_type(x.dtype, conv.kernel.dtype)
-            x = jax.nn.relu(conv2d_same(x.astype(dtype), conv.kernel[...].astype(dtype),
-                                        conv.bias[...].astype(dtype)))
+            x = conv2d_same(x.astype(dtype), conv.kernel[...].astype(dtype),
+                            conv.bias[...].astype(dtype))
             if i < self.pool_layers and self.pool == "max":
-                x = max_pool(x, self.pool_size)
+                # relu(max_pool(x)) == max_pool(relu(x)), values and gradients (ReLU is
+                # monotone); on the pooled map the ReLU touches k*k times fewer elements
+                x = jax.nn.relu(max_pool(x, self.pool_size))
             elif i < self.pool_layers and self.pool == "avg":
-                x = avg_pool(x, self.pool_size)
+                x = avg_pool(jax.nn.relu(x), self.pool_size)
+            else:
+                x = jax.nn.relu(x)
         return x

@@ -6,7 +6,8 @@ index arrays plus a scatter; on workload ``small`` that was about 60% of the tra
 step.  With window = stride every input belongs to exactly one window, so the pool
 is a reshape and a reduction, and its gradient is elementwise: each window's
 gradient goes to the *first* position (row-major) that holds the window's maximum,
-exactly the element select-and-scatter picks.
+exactly the element select-and-scatter picks.  The forward pass keeps that position
+as an int8 per window, so the backward pass reads neither the input nor the output.
 """
 
 from __future__ import annotations
@@ -33,33 +34,44 @@ def _windows(x: jax.Array, k: int) -> jax.Array:
     return x.reshape(b, h // k, k, w // k, k, c)
 
 
+def _first_argmax(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """Each window's maximum and the row-major index (int8) of its first occurrence."""
+    xw = _windows(x, k)
+    best = xw[:, :, 0, :, 0, :]
+    index = jnp.zeros(best.shape, jnp.int8)
+    for p in range(1, k * k):
+        v = xw[:, :, p // k, :, p % k, :]
+        better = v > best  # strictly: a tie keeps the earlier position
+        best = jnp.where(better, v, best)
+        index = jnp.where(better, jnp.int8(p), index)
+    return best, index
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _max_pool(x: jax.Array, k: int) -> jax.Array:
     return _windows(x, k).max(axis=(2, 4))
 
 
 def _max_pool_fwd(x, k):
-    y = _max_pool(x, k)
-    return y, (x, y)
+    # the residual is the window index (int8), not the input: the backward pass never
+    # reads the (k*k times larger, float) input again
+    y, index = _first_argmax(x, k)
+    return y, (index, x.shape)
 
 
 def _max_pool_bwd(k, residuals, dy):
-    x, y = residuals
-    xw = _windows(x, k)
-    free = jnp.ones(y.shape, bool)  # no position of the window has taken the gradient yet
-    rows = []
-    for i in range(k):
-        cols = []
-        for j in range(k):
-            hit = free & (xw[:, :, i, :, j, :] == y)
-            free = free & ~hit
-            cols.append(jnp.where(hit, dy, jnp.zeros_like(dy)))
-        rows.append(jnp.stack(cols, axis=3))
-    dxw = jnp.stack(rows, axis=2)  # [B, H//k, k, W//k, k, C]
-    b, h, w, c = x.shape
+    index, shape = residuals
+    # one broadcast select: position (i, j) of window (h, w) gets dy where index == i*k + j
+    position = (jnp.arange(k, dtype=jnp.int8)[:, None] * k + jnp.arange(k, dtype=jnp.int8))
+    hit = index[:, :, None, :, None, :] == position[None, None, :, None, :, None]
+    dxw = jnp.where(hit, dy[:, :, None, :, None, :], jnp.zeros((), dy.dtype))  # [B, H//k, k, W//k, k, C]
+    b, h, w, c = shape
     dx = dxw.reshape(b, h - h % k, w - w % k, c)
-    if dx.shape != x.shape:
-        dx = jnp.pad(dx, ((0, 0), (0, h % k), (0, w % k), (0, 0)))
+    if dx.shape != shape:
+        # the rows/columns VALID pooling dropped get no gradient.  The barrier keeps XLA
+        # from folding this zero padding into the next convolution's padding: XLA:CPU
+        # runs a convolution padded unevenly (1 before, 2 after) on a slow generic path
+        dx = jax.lax.optimization_barrier(jnp.pad(dx, ((0, 0), (0, h % k), (0, w % k), (0, 0))))
     return (dx,)
 
 

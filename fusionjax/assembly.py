@@ -22,6 +22,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from fusionjax import fast_paths
 from fusionjax.config.schema import TrainConfig, check_top_level, train_config
 from fusionjax.config.validation import as_config_value, bind, signature_params
 from fusionjax.errors import ComponentError, ConfigError, DataError, did_you_mean
@@ -287,6 +288,7 @@ def assemble(config: Mapping[str, Any], registry: Registry | None = None) -> Ass
     assembly = Assembly(config, dataset, data_part, encoders, fusion, head, train,
                         optimizer.transform, optimizer.learning_rate)
     _check_forward(assembly, widths, fused)
+    fast_paths.check()  # FUSIONJAX_FAST_PATHS, now that the components declared theirs
     return assembly
 
 

@@ -16,8 +16,14 @@ or around the code that builds and traces a model::
         ...
 
 The choice is read when a function is traced, so a compiled step keeps the
-formulation it was traced with.  A component declares its fast paths with
-:func:`declare` at import time; ``fusionjax plugins list`` shows them.
+formulation it was traced with (and ``jax.jit`` caches traces per function: trace a
+fresh function inside an :func:`override` block).
+
+A package declares its fast paths with :func:`declare` in a module it names in the
+``fusionjax.fast_paths`` entry-point group (the bundled ones:
+``fusionjax_plugins.kernels``), so that :func:`check` knows every name, used by the
+model at hand or not.  The allocator settings are the fast path ``malloc``
+(:mod:`fusionjax.allocator`).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from collections.abc import Iterator
 from fusionjax.errors import ConfigError, did_you_mean
 
 ENV = "FUSIONJAX_FAST_PATHS"
+ENTRY_POINTS = "fusionjax.fast_paths"
 
 _declared: dict[str, str] = {}
 _overrides: list[dict[str, bool]] = []
@@ -95,9 +102,22 @@ def check(names=None) -> None:
     where = "fast_paths.override" if names is not None else ENV
     if names is None:
         names = _from_env()[1]
+    if any(name not in _declared for name in names):
+        _load_declarations()
     for name in names:
         if name not in _declared:
             raise ConfigError(f"names {name!r}, which no fast path has"
                               f"{did_you_mean(name, _declared)}", key=where,
                               hint="known: " + ", ".join(sorted(_declared)) if _declared
                               else "no component declared a fast path")
+
+
+def _load_declarations() -> None:
+    """Import the modules of the ``fusionjax.fast_paths`` entry points (they declare)."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINTS):
+        try:
+            ep.load()
+        except Exception:  # a broken package must not hide the user's typo behind its error
+            continue

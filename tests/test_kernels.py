@@ -179,3 +179,17 @@ def test_malloc_tuning_keeps_step_buffers_mapped():
     # ~24,000 pages of 4 KiB are mapped in again per call with glibc's defaults
     assert res["-malloc"]["faults"] > 10_000
     assert res["all"]["faults"] < res["-malloc"]["faults"] / 10
+
+
+def test_every_bundled_fast_path_name_is_known_before_its_kernel_is_imported():
+    """`-lstm` is a valid setting for a model without text: names come from the
+    `fusionjax.fast_paths` entry points, not from whatever the model imported."""
+    code = ("from fusionjax import fast_paths; fast_paths.check(); "
+            "print(sorted(fast_paths.declared()))")
+    ok = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                        env={**os.environ, fast_paths.ENV: "-lstm,-conv"})
+    assert ok.returncode == 0, ok.stderr
+    assert "'lstm'" in ok.stdout and "jax" not in ok.stderr
+    bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, fast_paths.ENV: "-lstn"})
+    assert bad.returncode != 0 and "did you mean 'lstm'" in bad.stderr

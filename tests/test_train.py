@@ -212,6 +212,8 @@ def test_cli_train_writes_a_run_and_never_overwrites_one(tmp_path):
     assert resolved["train"]["steps"] == 4  # overrides and defaults are resolved
     assert resolved["model"]["fusion"]["type"] == "basic_fusions/concat"
     assert (run / "checkpoint" / "params.msgpack").stat().st_size > 10_000
+    facts = json.loads((run / "run.json").read_text())  # how the numbers were computed
+    assert facts["fast_paths"]["max_pool"] is True and facts["fast_paths"]["lstm"] is True
     # the resolved config is itself a valid config
     assert run_cli("config", "check", str(run / "config.json")).returncode == 0
 

@@ -362,10 +362,13 @@ def _write_json(path: Path, data: dict) -> None:
 def _run_facts(mesh) -> dict:
     from importlib.metadata import version
 
+    from fusionjax import allocator, fast_paths
     from fusionjax.plugins import loaded
 
     return {
         "versions": {p: version(p) for p in ("fusionjax", "jax", "flax", "optax")},
+        "fast_paths": {name: fast_paths.enabled(name) for name in sorted(fast_paths.declared())},
+        "malloc": allocator.applied(),
         "devices": [str(d) for d in mesh.devices.flat],
         "processes": jax.process_count(),
         "plugins": {p.name: {"package": p.package, "version": p.version, "status": p.status}

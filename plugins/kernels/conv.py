@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from fusionjax_plugins.kernels import CONV
 from jax import lax
 
 from fusionjax import fast_paths
-
-CONV = fast_paths.declare(
-    "conv", "convolution weight gradient as matmuls over shifted inputs (instead of XLA's "
-    "weight-gradient convolution)")
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 _FULL_PATCHES_MAX = 64  # kh * kw * C up to which one patch matrix is built

@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from fusionjax_plugins.kernels import LSTM
 
 from fusionjax import fast_paths
-
-LSTM = fast_paths.declare(
-    "lstm", "LSTM backward pass that computes the recurrent weight gradient in one matmul "
-    "after the reverse loop (instead of differentiating lax.scan)")
 
 
 def _cell(g, h, c, keep, w_rec):

@@ -17,13 +17,9 @@ import functools
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from fusionjax_plugins.kernels import AVG_POOL, MAX_POOL
 
 from fusionjax import fast_paths
-
-MAX_POOL = fast_paths.declare(
-    "max_pool", "max pooling as reshape + max, gradient to the first maximum of each window "
-    "(instead of XLA's select-and-scatter)")
-AVG_POOL = fast_paths.declare("avg_pool", "average pooling as reshape + mean")
 
 
 def _windows(x: jax.Array, k: int) -> jax.Array:

@@ -89,12 +89,15 @@ def main():
         dtype = args.precision
     else:
         dtype = "tf32" if (args.tf32 and args.device == "gpu") else "float32"
-    res = harness.time_training(step, jax.block_until_ready, args, "fusionjax",
+    setting = os.environ.get("FUSIONJAX_FAST_PATHS", "all")
+    impl = "fusionjax" if setting == "all" else \
+        "fusionjax-plain" if setting == "none" else f"fusionjax[{setting}]"
+    res = harness.time_training(step, jax.block_until_ready, args, impl,
                                 {"jax": jax.__version__, "fusionjax": _version()}, dtype=dtype)
     assert np.isfinite(float(state.step))
     res.update(params=params, precision=args.precision,
                matmul_precision="highest" if STRICT else "default",
-               fast_paths=os.environ.get("FUSIONJAX_FAST_PATHS", "all"))
+               fast_paths=setting)
     if not args.no_flops:
         res.update(step_flops(steps, abstract_state, state, batch))
     harness.emit(res, args)

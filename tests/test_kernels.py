@@ -62,6 +62,24 @@ def test_max_pool_matches_reduce_window_including_ties(shape, k):
     np.testing.assert_array_equal(fast[1][0], plain[1][0])  # the very same elements chosen
 
 
+def test_max_pool_propagates_nan_like_reduce_window():
+    """Under differentiation the fast path's forward pass is its own (window index
+    kept); a NaN anywhere in a window must still come out, as through XLA's max."""
+    x = np.random.default_rng(5).standard_normal((2, 6, 6, 3)).astype(np.float32)
+    x[0, 1, 1, 0] = x[1, 4, 5, 2] = np.nan  # the last position of their windows
+    x[1, 0:2, 0:2, 1] = np.nan  # and a window of NaN only
+    outs = {}
+    for on in (True, False):
+        with fast_paths.override(max_pool=on):
+            outs[on, "vjp"] = jax.jit(lambda x: jax.vjp(lambda x: pooling.max_pool(x, 2), x)[0])(x)
+            outs[on, "plain"] = jax.jit(lambda x: pooling.max_pool(x, 2))(x)
+            outs[on, "eager"] = pooling.max_pool(jnp.asarray(x), 2)
+    for out in outs.values():
+        np.testing.assert_array_equal(out, outs[False, "plain"])  # NaN where NaN
+    assert np.isnan(outs[True, "vjp"][0, 0, 0, 0]) and np.isnan(outs[True, "vjp"][1, 2, 2, 2])
+    assert np.isnan(outs[True, "plain"][1, 0, 0, 1])
+
+
 def test_avg_pool_matches_reduce_window():
     x = jnp.asarray(np.random.default_rng(1).standard_normal((3, 11, 9, 5)), jnp.float32)
     assert_same(*both_ways(lambda x: jnp.sum(jnp.sin(pooling.avg_pool(x, 2))), x,
@@ -158,11 +176,13 @@ ALLOCATOR = textwrap.dedent("""
     x = jnp.linspace(0, 1, 6000)
     for _ in range(12):  # the heap settles after a few calls (alignment leaves holes)
         f(x).block_until_ready()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(8):
+    faults = []
+    for _ in range(9):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         f(x).block_until_ready()
-    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 8
-    print(json.dumps({"applied": allocator.applied(), "faults": faults}))
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    # the median call: an occasional call may still land its buffer on fresh pages
+    print(json.dumps({"applied": allocator.applied(), "faults": sorted(faults)[4]}))
 """)
 
 

@@ -206,10 +206,11 @@ def _metric_names(assembly: Assembly, steps: Steps) -> list[str]:
 
 
 def _check_finite(per_step: list[dict], first_step: int, checkpoints: Checkpoints) -> None:
-    """Stop the run at the first step whose statistics (its loss) are NaN or infinite."""
+    """Stop the run at the first step whose statistics are NaN or infinite (its loss, or
+    its gradients: the train step makes a step's statistics NaN then)."""
     for i, stats in enumerate(per_step):
         if not all(np.all(np.isfinite(np.asarray(v, np.float64))) for v in jax.tree.leaves(stats)):
-            raise TrainingError(f"the loss became NaN/Inf at step {first_step + i}; "
+            raise TrainingError(f"the loss or its gradients became NaN/Inf at step {first_step + i}; "
                                 + _last_good(checkpoints))
 
 

@@ -37,7 +37,9 @@ def _first_argmax(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     index = jnp.zeros(best.shape, jnp.int8)
     for p in range(1, k * k):
         v = xw[:, :, p // k, :, p % k, :]
-        better = v > best  # strictly: a tie keeps the earlier position
+        # strictly greater: a tie keeps the earlier position; a NaN wins (and the first
+        # NaN stays), so that NaN propagates as through XLA's max
+        better = (v > best) | (jnp.isnan(v) & ~jnp.isnan(best))
         best = jnp.where(better, v, best)
         index = jnp.where(better, jnp.int8(p), index)
     return best, index
@@ -45,7 +47,9 @@ def _first_argmax(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _max_pool(x: jax.Array, k: int) -> jax.Array:
-    return _windows(x, k).max(axis=(2, 4))
+    # not ``_windows(x, k).max(axis=(2, 4))``: XLA:CPU's multi-axis max reduction turns
+    # an all-NaN window into -inf (jax 0.10.2), where reduce_window gives NaN
+    return _first_argmax(x, k)[0]
 
 
 def _max_pool_fwd(x, k):

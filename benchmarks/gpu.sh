@@ -14,8 +14,9 @@
 #   flax-nnx    float32, tf32      ../shared/bench/peers/flax_ref.py
 #   torch-eager float32, tf32      torch_ref.py
 #   torch-compile float32, tf32    torch_ref.py --compile (the two share one fresh inductor cache)
-#   fusionjax-plain tf32    fusionjax with FUSIONJAX_FAST_PATHS=none (its fast paths were tuned on
-#                           XLA:CPU; this row says whether they help or hurt on the GPU)
+#   fusionjax-fast tf32     fusionjax with its fast paths forced on (FUSIONJAX_FAST_PATHS=
+#                           malloc,max_pool,avg_pool,conv,lstm).  They were measured on XLA:CPU only, so
+#                           by default they are off on a GPU; this row says whether they help there
 #
 # Time budget (one NVIDIA H200; the call must stay under 8 minutes = 480 s).  Estimates:
 #   process start, imports, CUDA init ............ ~10 s   x 11 processes     ~110 s
@@ -34,7 +35,7 @@
 #   grace) + the table; a run that hangs, fails or is skipped gets a status line and a table row
 #   (its error tail is printed) and the script goes on.  STEPS x REPEATS = 20 x 3 is the
 #   REFERENCE.md minimum for a throughput figure; the runs are ordered so that what the budget
-#   drops first is the least needed (torch-compile tf32, then fusionjax-plain).
+#   drops first is the least needed (torch-compile tf32, then fusionjax-fast).
 #
 # Setup on a bare machine (no internet): checks `import numpy, jax, flax, optax, torch` and says
 # which are missing (their runs are skipped); if fusionjax and its bundled plugins are not
@@ -57,7 +58,7 @@
 #
 # env: DEVICE (gpu|cpu), WORKLOAD (large), BATCH (default: the workload's), STEPS, REPEATS, WARMUP,
 #      THREADS (CPU only), MATMUL_N (8192; 1024 on cpu), PYTHON (python3), PEERS_DIR, RUNS
-#      (space-separated impl:policy, default the list above; impl fusionjax | fusionjax-plain |
+#      (space-separated impl:policy, default the list above; impl fusionjax | fusionjax-fast | fusionjax-plain |
 #      flax-nnx | torch-eager | torch-compile, policy float32 | tf32 | bfloat16 | float16),
 #      BUDGET_S, MIN_LEFT_S, RUN_TIMEOUT_S, COMPILE_TIMEOUT_S.
 set -u
@@ -79,7 +80,7 @@ BUDGET_S="${BUDGET_S:-450}"; MIN_LEFT_S="${MIN_LEFT_S:-60}"
 RUN_TIMEOUT_S="${RUN_TIMEOUT_S:-150}"; COMPILE_TIMEOUT_S="${COMPILE_TIMEOUT_S:-200}"
 if [ "$DEVICE" = cpu ]; then MATMUL_N="${MATMUL_N:-1024}"; else MATMUL_N="${MATMUL_N:-8192}"; fi
 RUNS="${RUNS:-fusionjax:float32 fusionjax:tf32 fusionjax:bfloat16 flax-nnx:float32 flax-nnx:tf32 \
-torch-eager:float32 torch-eager:tf32 torch-compile:float32 torch-compile:tf32 fusionjax-plain:tf32}"
+torch-eager:float32 torch-eager:tf32 torch-compile:float32 torch-compile:tf32 fusionjax-fast:tf32}"
 OUT_DIR="${1:-${OUT:-$(mktemp -d /tmp/gpu_bench.XXXXXX)}}"
 mkdir -p "$OUT_DIR"; OUT_DIR="$(cd "$OUT_DIR" && pwd)"
 WORK="$(mktemp -d /tmp/gpu_bench_work.XXXXXX)"
@@ -211,6 +212,8 @@ for spec in $RUNS; do
     fusionjax)     script=(benchmarks/bench_workload.py); need="jax flax optax" ;;
     fusionjax-plain) script=(benchmarks/bench_workload.py); need="jax flax optax"
                    prefix=(env FUSIONJAX_FAST_PATHS=none) ;;
+    fusionjax-fast) script=(benchmarks/bench_workload.py); need="jax flax optax"
+                   prefix=(env FUSIONJAX_FAST_PATHS=malloc,max_pool,avg_pool,conv,lstm) ;;
     flax-nnx)      script=("$PEERS_DIR/flax_ref.py"); need="jax flax optax" ;;
     torch-eager)   script=("$PEERS_DIR/torch_ref.py"); need="torch" ;;
     torch-compile) script=("$PEERS_DIR/torch_ref.py" --compile); need="torch" ;;

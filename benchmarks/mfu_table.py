@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-ORDER = ["fusionjax", "fusionjax-plain", "flax-nnx", "torch-eager", "torch-compile"]
+ORDER = ["fusionjax", "fusionjax-fast", "fusionjax-plain", "flax-nnx", "torch-eager", "torch-compile"]
 POLICIES = ["float32", "tf32", "bfloat16", "float16"]
 
 
@@ -120,6 +120,10 @@ def table(out: Path) -> list[str]:
                  "the default matmul precision)."
                  + (" On a CPU `--tf32` changes nothing." if rows and rows[0]["device"] == "cpu"
                     else ""))
+    if any(r.get("run") == "fusionjax-fast" for r in rows):
+        notes.append("fusionjax-fast: fusionjax with its fast paths forced on "
+                     "(`FUSIONJAX_FAST_PATHS=malloc,max_pool,avg_pool,conv,lstm`); they were measured on "
+                     "XLA:CPU and are off by default on other backends.")
     if any(r.get("run") == "fusionjax-plain" for r in rows):
         notes.append("fusionjax-plain: fusionjax with `FUSIONJAX_FAST_PATHS=none` (every fast path "
                      "off: XLA's own convolution gradients, max-pool gradient and LSTM backward).")

@@ -3,12 +3,14 @@
 A fast path is a faster formulation of an operation that gives the same values
 and gradients as the plain JAX one (tested to a relative error below 1e-4 in
 float32), e.g. a max pool whose gradient avoids XLA:CPU's select-and-scatter.
-Every fast path is on by default.  To rule one out while debugging, switch it
-off, either for the process::
+A fast path is on by default on the platforms it was measured to help on (the
+bundled ones: XLA:CPU; on a GPU or TPU they stay off until measured there, see
+``benchmarks/gpu.sh``).  To rule one out while debugging, switch it off, either
+for the process::
 
     FUSIONJAX_FAST_PATHS=none fusionjax train ...          # every one off
     FUSIONJAX_FAST_PATHS=-max_pool,-lstm fusionjax train ... # these off
-    FUSIONJAX_FAST_PATHS=max_pool fusionjax train ...       # only these on
+    FUSIONJAX_FAST_PATHS=max_pool fusionjax train ...       # only these on, on any platform
 
 or around the code that builds and traces a model::
 
@@ -38,12 +40,16 @@ ENV = "FUSIONJAX_FAST_PATHS"
 ENTRY_POINTS = "fusionjax.fast_paths"
 
 _declared: dict[str, str] = {}
+_platforms: dict[str, tuple[str, ...] | None] = {}
 _overrides: list[dict[str, bool]] = []
 
 
-def declare(name: str, description: str) -> str:
-    """Make fast path ``name`` known (idempotent); returns ``name``."""
+def declare(name: str, description: str, platforms: tuple[str, ...] | None = None) -> str:
+    """Make fast path ``name`` known (idempotent); returns ``name``.  ``platforms``:
+    the JAX backends (``"cpu"``, ``"gpu"``, ``"tpu"``) it is on by default on, the ones
+    it was measured to help on; None: every backend."""
     _declared.setdefault(name, description)
+    _platforms.setdefault(name, platforms)
     return name
 
 
@@ -70,13 +76,25 @@ def _from_env() -> tuple[bool, dict[str, bool]]:
 
 
 def enabled(name: str) -> bool:
-    """Whether fast path ``name`` is on (innermost :func:`override` first, then the
-    environment, then on)."""
+    """Whether fast path ``name`` is on: the innermost :func:`override` naming it, else
+    the environment naming it, else (``all`` or unset) whether the default backend is
+    one of its platforms (``none``: off)."""
     for frame in reversed(_overrides):
         if name in frame:
             return frame[name]
     default, named = _from_env()
-    return named.get(name, default)
+    if name in named:
+        return named[name]
+    return default and _on_platform(name)
+
+
+def _on_platform(name: str) -> bool:
+    platforms = _platforms.get(name)
+    if platforms is None:
+        return True
+    import jax  # only here: enabled() is called while tracing, with JAX already imported
+
+    return jax.default_backend() in platforms
 
 
 @contextlib.contextmanager

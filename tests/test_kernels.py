@@ -161,6 +161,12 @@ def test_switches_from_the_environment(monkeypatch):
         fast_paths.enabled("conv")
     monkeypatch.delenv(fast_paths.ENV)
     assert all(fast_paths.enabled(n) for n in names)
+    # measured on XLA:CPU only: off on a GPU unless named (malloc is host-side: on)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert not fast_paths.enabled("conv") and fast_paths.enabled("malloc")
+    monkeypatch.setenv(fast_paths.ENV, "conv,lstm")
+    assert fast_paths.enabled("conv") and not fast_paths.enabled("max_pool")
+    monkeypatch.undo()
     with pytest.raises(ConfigError, match="'lstm'"):
         with fast_paths.override(lstn=False):
             pass

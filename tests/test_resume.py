@@ -148,7 +148,11 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_the_last_good_checkpoint(t
     with pytest.raises(TrainingError) as e:
         train(assembly, run, log=lambda s: None)
     message = str(e.value)
-    assert "NaN/Inf at step 46" in message and "last good checkpoint is step 40" in message
+    # NaN audio: the loss itself may stay finite (XLA:CPU's fused ReLU clamps NaN to 0),
+    # but the weight gradients carry the NaN into the parameters, checked at each log point
+    assert ("loss became NaN/Inf at step 46" in message
+            or "parameters became NaN/Inf between steps 41 and 50" in message), message
+    assert "last good checkpoint is step 40" in message
     assert _steps(run) == [20, 40] or _steps(run) == [40]  # nothing after 40 was saved
     assert not (run / "checkpoint" / "params.msgpack").exists()
     assert max(r["step"] for r in _records(run)) == 40

@@ -192,14 +192,8 @@ def make_steps(model: FusionModel, tx: optax.GradientTransformation, mesh: Mesh,
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         loss_scale = state.loss_scale
-        finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
-        if loss_scale is None:
-            # NaN/Inf gradients make the step's statistics NaN, so the loop stops at this
-            # step even when the loss itself stayed finite (XLA:CPU's fused ReLU clamps a
-            # NaN activation to 0, while the weight gradients still carry it)
-            stats = jax.tree.map(lambda v: jnp.where(finite, v, jnp.nan)
-                                 if jnp.issubdtype(v.dtype, jnp.floating) else v, stats)
-        else:  # skip a step whose gradients overflowed
+        if loss_scale is not None:  # skip a step whose gradients overflowed
+            finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
             keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
             params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
             rest = keep(rest, state.rest)

@@ -50,16 +50,17 @@ def weight_gradient(x: jax.Array, dy: jax.Array, kh: int, kw: int, *, bias: bool
     dy2 = dy.reshape(b * h * w, o)
     ones = [jnp.ones((b, h, w, 1), x.dtype)] if bias else []
     contract_rows = (((0,), (0,)), ((), ()))  # patches^T @ dy, contracting over B*H*W
+    f32 = jnp.float32  # a sum over B*H*W terms: accumulated and returned in float32 (bf16 inputs too)
     if kh * kw * c <= _FULL_PATCHES_MAX:
         patches = jnp.concatenate([xp[:, i:i + h, j:j + w] for i in range(kh) for j in range(kw)]
                                   + ones, axis=-1)
-        dw = lax.dot_general(patches.reshape(b * h * w, -1), dy2, contract_rows)
+        dw = lax.dot_general(patches.reshape(b * h * w, -1), dy2, contract_rows, preferred_element_type=f32)
         rows = [dw[: kh * kw * c]]
     else:
         cols = jnp.concatenate([xp[:, :, j:j + w] for j in range(kw)], axis=-1)  # [B, H+kh-1, W, kw*C]
         rows = [lax.dot_general(
             jnp.concatenate([cols[:, i:i + h]] + (ones if i == 0 else []), axis=-1)
-            .reshape(b * h * w, -1), dy2, contract_rows) for i in range(kh)]
+            .reshape(b * h * w, -1), dy2, contract_rows, preferred_element_type=f32) for i in range(kh)]
         dw = rows[0]
         rows[0] = rows[0][: kw * c]
     d_bias = dw[-1] if bias else None

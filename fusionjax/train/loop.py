@@ -230,7 +230,6 @@ def _last_good(checkpoints: Checkpoints) -> str:
 
 
 @jax.jit
-@jax.jit
 def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 

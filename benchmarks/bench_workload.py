@@ -57,7 +57,7 @@ import numpy as np  # noqa: E402
 from workload_data import PEER_PARAMS, assemble_workload  # noqa: E402
 
 from fusionjax.parallel import data_mesh, shard_batch  # noqa: E402
-from fusionjax.train.step import make_steps  # noqa: E402
+from fusionjax.training.step import make_steps  # noqa: E402
 
 STRICT = args.device == "gpu" and not args.tf32
 if STRICT:

@@ -40,7 +40,7 @@ def step_rate(assembly, steps: int = 40) -> float:
     import jax
 
     from fusionjax.parallel import data_mesh, shard_batch
-    from fusionjax.train.step import make_steps
+    from fusionjax.training.step import make_steps
 
     mesh = data_mesh()
     s = make_steps(assembly.build(), assembly.optimizer, mesh)
@@ -61,7 +61,7 @@ def loop_rate(config: dict, steps: int = 300) -> float:
     import json
 
     from fusionjax.assembly import assemble
-    from fusionjax.train.loop import train
+    from fusionjax.training.loop import train
 
     config["train"].update(steps=steps, log_every=50)
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,10 +71,9 @@ def loop_rate(config: dict, steps: int = 300) -> float:
 
 
 def digits_report(name: str, overrides: list[str], data: str) -> dict:
-    from fusionjax_plugins.digits import sources
-
     from fusionjax.assembly import assemble
     from fusionjax.config import load_config
+    from fusionjax_plugins.datasets import digit_sources as sources
 
     cfg = load_config(ROOT / "examples" / name, [f"data.root={data}", *overrides])
     a = assemble(cfg)

@@ -67,7 +67,7 @@ def _config(task: str, fusion: str, seed: int, data: str, dropout: bool = False)
 def run(task: str, fusion: str, seed: int, data: str, keep: Path | None = None,
         dropout: bool = False) -> dict:
     from fusionjax.assembly import assemble
-    from fusionjax.train.loop import train
+    from fusionjax.training.loop import train
 
     assembly = assemble(_config(task, fusion, seed, data, dropout))
     counts = assembly.param_counts()
@@ -88,7 +88,7 @@ def sweep(task: str, fusion: str, data: str, dropout: bool = False) -> list[dict
     from fusionjax.parallel import data_mesh
     from fusionjax.runs import load_run
     from fusionjax.sweep import sweep as run_sweep
-    from fusionjax.train.step import make_steps
+    from fusionjax.training.step import make_steps
 
     with tempfile.TemporaryDirectory() as tmp:
         run(task, fusion, 0, data, keep=Path(tmp) / "run", dropout=dropout)
@@ -109,8 +109,8 @@ def speed(task: str, fusion: str, data: str, warmup: int = 10, timed: int = 60) 
 
     from fusionjax.assembly import assemble
     from fusionjax.parallel import data_mesh, shard_batch
-    from fusionjax.train.loop import _epochs
-    from fusionjax.train.step import make_steps
+    from fusionjax.training.loop import _epochs
+    from fusionjax.training.step import make_steps
 
     assembly = assemble(_config(task, fusion, 0, data))
     mesh = data_mesh()

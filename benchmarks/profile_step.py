@@ -40,7 +40,7 @@ def main() -> None:
     from fusionjax.assembly import assemble
     from fusionjax.config import load_config
     from fusionjax.parallel import data_mesh, shard_batch
-    from fusionjax.train.step import make_steps
+    from fusionjax.training.step import make_steps
 
     assembly = assemble(load_config(args.config, args.overrides))
     mesh = data_mesh(jax.devices()[:1])

@@ -36,7 +36,7 @@ RUNS = {
 def run(name: str, seed: int, data: str) -> dict:
     from fusionjax.assembly import assemble
     from fusionjax.config import load_config
-    from fusionjax.train.loop import train
+    from fusionjax.training.loop import train
 
     file, overrides, drop = RUNS[name]
     cfg = load_config(ROOT / "examples" / file,

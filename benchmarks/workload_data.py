@@ -87,7 +87,8 @@ class ReferenceShapes(Dataset):
 
 def registry():
     """The installed plugins' components plus ``benchmarks/reference_shapes``."""
-    from fusionjax.registry import ComponentSpec, PluginOrigin, Registry, default_registry
+    from fusionjax.plugins import default_registry
+    from fusionjax.registry import ComponentSpec, PluginOrigin, Registry
 
     reg = Registry()
     for spec in default_registry():

@@ -29,11 +29,11 @@ _EXPORTS = {
     "TokenSequence": "fusionjax.interfaces",
     "FusionModel": "fusionjax.model",
     "Registry": "fusionjax.registry",
-    "default_registry": "fusionjax.registry",
+    "default_registry": "fusionjax.plugins",
     "hookimpl": "fusionjax.hookspecs",
     "load_config": "fusionjax.config",
     "assemble": "fusionjax.assembly",
-    "train": "fusionjax.train.loop",
+    "train": "fusionjax.training.loop",
     "FusionJaxError": "fusionjax.errors",
     "ConfigError": "fusionjax.errors",
     "ComponentError": "fusionjax.errors",
@@ -50,8 +50,9 @@ if TYPE_CHECKING:
     from fusionjax.hookspecs import hookimpl
     from fusionjax.interfaces import Dataset, Encoder, FieldSpec, Fusion, Head, TokenSequence
     from fusionjax.model import FusionModel
-    from fusionjax.registry import Registry, default_registry
-    from fusionjax.train.loop import train
+    from fusionjax.plugins import default_registry
+    from fusionjax.registry import Registry
+    from fusionjax.training.loop import train
 
 
 def __getattr__(name: str):

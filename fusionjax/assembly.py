@@ -28,8 +28,9 @@ from fusionjax.config.validation import as_config_value, bind, signature_params
 from fusionjax.errors import ComponentError, ConfigError, DataError, did_you_mean
 from fusionjax.interfaces import LABEL, Dataset, Encoder, Fusion, Head
 from fusionjax.model import FusionModel
-from fusionjax.registry import ComponentSpec, Registry, default_registry
-from fusionjax.train.optim import make_optimizer
+from fusionjax.plugins import default_registry
+from fusionjax.registry import ComponentSpec, Registry
+from fusionjax.training.optim import make_optimizer
 
 _BASES = {"encoder": Encoder, "fusion": Fusion, "head": Head, "dataset": Dataset}
 

@@ -141,7 +141,7 @@ def _train(args) -> int:
     main_process = jax.process_index() == 0
     if main_process:
         _print_summary(args.config, assembly)
-    from fusionjax.train.loop import train
+    from fusionjax.training.loop import train
 
     out = args.output_dir or assembly.train.output_dir
     if out is None:
@@ -179,8 +179,8 @@ def _plot(args) -> int:
 def _evaluate(args) -> int:
     from fusionjax.parallel import data_mesh
     from fusionjax.runs import load_run
-    from fusionjax.train.loop import check_modalities, evaluate_split
-    from fusionjax.train.step import make_steps
+    from fusionjax.training.loop import check_modalities, evaluate_split
+    from fusionjax.training.step import make_steps
 
     run = load_run(args.run_dir)
     try:
@@ -333,7 +333,7 @@ def _print_summary(config: str, assembly) -> None:
     if ds.problems:
         print(f"       skipped {len(ds.problems)} unreadable examples, e.g. {ds.problems[0]}")
     if any(ds.absent_inputs.values()):
-        from fusionjax.train.loop import absent_summary
+        from fusionjax.training.loop import absent_summary
 
         print(f"       absent inputs: {absent_summary(ds.absent_inputs)}")
     from fusionjax.summary import format_summary, summarize
@@ -356,7 +356,7 @@ def _plugins_list(args) -> int:
 
 
 def _components_list(args) -> int:
-    from fusionjax.registry import default_registry
+    from fusionjax.plugins import default_registry
 
     specs = [s for s in default_registry() if args.kind in (None, s.kind)]
     if args.json:

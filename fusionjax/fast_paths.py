@@ -21,11 +21,13 @@ The choice is read when a function is traced, so a compiled step keeps the
 formulation it was traced with (and ``jax.jit`` caches traces per function: trace a
 fresh function inside an :func:`override` block).
 
-A package declares its fast paths with :func:`declare` in a module it names in the
-``fusionjax.fast_paths`` entry-point group (the bundled ones:
-``fusionjax_plugins.kernels``), so that :func:`check` knows every name, used by the
-model at hand or not.  The allocator settings are the fast path ``malloc``
-(:mod:`fusionjax.allocator`).
+A plugin declares its fast paths in its registration hook
+(``registrar.fast_path(name, description, platforms)``; the bundled ones: plugin
+``kernels``), so that :func:`check` knows every name, used by the model at hand or not,
+and a plugin that fails to load is recorded and reported like any other
+(``fusionjax plugins list``); the fast paths of a disabled or broken plugin are off.
+The core's own, the allocator settings (fast path ``malloc``, :mod:`fusionjax.allocator`),
+are declared with :func:`declare`.
 """
 
 from __future__ import annotations
@@ -37,25 +39,31 @@ from collections.abc import Iterator
 from fusionjax.errors import ConfigError, did_you_mean
 
 ENV = "FUSIONJAX_FAST_PATHS"
-ENTRY_POINTS = "fusionjax.fast_paths"
 
-_declared: dict[str, str] = {}
-_platforms: dict[str, tuple[str, ...] | None] = {}
+_core: dict[str, tuple[str, tuple[str, ...] | None]] = {}  # the core's own: name -> (description, platforms)
 _overrides: list[dict[str, bool]] = []
 
 
 def declare(name: str, description: str, platforms: tuple[str, ...] | None = None) -> str:
-    """Make fast path ``name`` known (idempotent); returns ``name``.  ``platforms``:
-    the JAX backends (``"cpu"``, ``"gpu"``, ``"tpu"``) it is on by default on, the ones
-    it was measured to help on; None: every backend."""
-    _declared.setdefault(name, description)
-    _platforms.setdefault(name, platforms)
+    """Make one of the core's own fast paths known (idempotent); returns ``name``.
+    ``platforms``: the JAX backends (``"cpu"``, ``"gpu"``, ``"tpu"``) it is on by default
+    on, the ones it was measured to help on; None: every backend.  Plugins declare
+    theirs with ``registrar.fast_path`` instead."""
+    _core.setdefault(name, (description, platforms))
     return name
 
 
+def _table() -> dict[str, tuple[str, tuple[str, ...] | None]]:
+    """Every known fast path: the core's and those of the loaded plugins."""
+    from fusionjax.plugins import loaded
+
+    plugin = {f.name: (f.description, f.platforms) for f in loaded().fast_paths.values()}
+    return {**plugin, **_core}
+
+
 def declared() -> dict[str, str]:
-    """``{name: description}`` of every fast path declared so far."""
-    return dict(_declared)
+    """``{name: description}`` of every fast path the core and the loaded plugins declare."""
+    return {name: description for name, (description, _) in _table().items()}
 
 
 def _from_env() -> tuple[bool, dict[str, bool]]:
@@ -89,7 +97,10 @@ def enabled(name: str) -> bool:
 
 
 def _on_platform(name: str) -> bool:
-    platforms = _platforms.get(name)
+    table = _core if name in _core else _table()
+    if name not in table:
+        return False  # its plugin is disabled or failed to load: the plain formulation
+    platforms = table[name][1]
     if platforms is None:
         return True
     import jax  # only here: enabled() is called while tracing, with JAX already imported
@@ -104,7 +115,7 @@ def override(**flags: bool) -> Iterator[None]:
     frame = dict(flags)
     if "all" in frame:
         on = frame.pop("all")
-        frame = {**{n: on for n in _declared}, **frame}
+        frame = {**{n: on for n in declared()}, **frame}
     check(frame)
     _overrides.append(frame)
     try:
@@ -120,22 +131,10 @@ def check(names=None) -> None:
     where = "fast_paths.override" if names is not None else ENV
     if names is None:
         names = _from_env()[1]
-    if any(name not in _declared for name in names):
-        _load_declarations()
+    known = declared()
     for name in names:
-        if name not in _declared:
+        if name not in known:
             raise ConfigError(f"names {name!r}, which no fast path has"
-                              f"{did_you_mean(name, _declared)}", key=where,
-                              hint="known: " + ", ".join(sorted(_declared)) if _declared
+                              f"{did_you_mean(name, known)}", key=where,
+                              hint="known: " + ", ".join(sorted(known)) if known
                               else "no component declared a fast path")
-
-
-def _load_declarations() -> None:
-    """Import the modules of the ``fusionjax.fast_paths`` entry points (they declare)."""
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group=ENTRY_POINTS):
-        try:
-            ep.load()
-        except Exception:  # a broken package must not hide the user's typo behind its error
-            continue

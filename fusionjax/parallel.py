@@ -78,7 +78,7 @@ def state_shardings(state: Any, mesh: Mesh, *, shard: bool = True,
     (FSDP / ZeRO-3: each device stores ``1/n`` of every large parameter and of its
     optimiser state), or, with ``shard=False``, everything replicated.
 
-    The train step (:func:`fusionjax.train.step.make_steps`) takes these as its jit
+    The train step (:func:`fusionjax.training.step.make_steps`) takes these as its jit
     in/out shardings, gathers the parameters whole for the forward and backward pass
     and lays the gradients out like them, so each device updates only its blocks; the
     arithmetic is that of the replicated step."""

@@ -12,7 +12,9 @@ its components are kept.  Environment:
 * ``FUSIONJAX_STRICT_PLUGINS=1`` turns a failing plugin into a :class:`PluginError`.
 
 Plugins load in sorted order, so every host of a multi-host run resolves names
-identically.
+identically.  Besides components, a plugin may declare fast paths
+(``registrar.fast_path``, see :mod:`fusionjax.fast_paths`); they are kept or dropped
+with its components.  :func:`default_registry` is the process-wide registry.
 """
 
 from __future__ import annotations
@@ -43,12 +45,24 @@ class PluginWarning(UserWarning):
     """A plugin was skipped because it failed to load."""
 
 
+@dataclass(frozen=True)
+class FastPathSpec:
+    """A fast path a plugin declares (see :mod:`fusionjax.fast_paths`)."""
+
+    name: str
+    description: str
+    platforms: tuple[str, ...] | None
+    origin: PluginOrigin
+
+
 class Registrar:
-    """Handed to ``fusionjax_register_components``; collects one plugin's components."""
+    """Handed to ``fusionjax_register_components``; collects one plugin's components
+    (and fast paths)."""
 
     def __init__(self, origin: PluginOrigin):
         self.origin = origin
         self.specs: list[ComponentSpec] = []
+        self.fast_paths: list[FastPathSpec] = []
 
     def add(self, kind: str, name: str, target: Any, *, summary: str = "") -> None:
         if kind not in KINDS:
@@ -77,6 +91,18 @@ class Registrar:
     def dataset(self, name: str, target: Any, *, summary: str = "") -> None:
         self.add("dataset", name, target, summary=summary)
 
+    def fast_path(self, name: str, description: str, *,
+                  platforms: tuple[str, ...] | None = None) -> str:
+        """Declare fast path ``name``: on by default on the JAX backends ``platforms``
+        (those it was measured to help on; None: every backend)."""
+        if not _NAME.match(name):
+            raise ComponentError(f"fast path name {name!r} must be lower_snake_case ([a-z][a-z0-9_]*)")
+        if any(f.name == name for f in self.fast_paths):
+            raise ComponentError(f"fast path {name!r} declared twice")
+        self.fast_paths.append(FastPathSpec(name, description, None if platforms is None
+                                            else tuple(platforms), self.origin))
+        return name
+
 
 @dataclass
 class PluginInfo:
@@ -97,6 +123,7 @@ class PluginInfo:
 class LoadResult:
     registry: Registry
     plugins: list[PluginInfo]
+    fast_paths: dict[str, FastPathSpec] = field(default_factory=dict)
 
 
 def _norm(name: str) -> str:
@@ -138,6 +165,7 @@ def load_plugins(
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     registry = Registry()
+    fast_paths: dict[str, FastPathSpec] = {}
     infos: list[PluginInfo] = []
     for ep in eps:
         package = ep.dist.name if ep.dist else None
@@ -151,7 +179,11 @@ def load_plugins(
         try:
             if any(i.name == ep.name and i.status == "active" for i in infos[:-1]):
                 raise PluginError(f"another installed package already provides a plugin named {ep.name!r}")
-            specs = _register_one(pm, ep, origin)
+            registrar = _register_one(pm, ep, origin)
+            for f in registrar.fast_paths:
+                if f.name in fast_paths:
+                    raise PluginError(f"declares fast path {f.name!r}, which "
+                                      f"{fast_paths[f.name].origin.describe()} already declares")
         except Exception as e:  # noqa: BLE001 - any failure of one plugin is isolated
             info.status, info.error = "error", f"{type(e).__name__}: {e}"
             message = f"fusionjax {origin.describe()} was not loaded: {info.error}"
@@ -164,10 +196,12 @@ def load_plugins(
                           PluginWarning, stacklevel=2)
             info.error += "\n" + "".join(traceback.format_exception(e)[-3:]).rstrip()
             continue
-        for spec in specs:  # commit only after the whole hook succeeded
+        for spec in registrar.specs:  # commit only after the whole hook succeeded
             registry.add(spec)
-        info.components = [f"{s.kind}:{s.name}" for s in specs]
-    return LoadResult(registry, infos)
+        fast_paths.update({f.name: f for f in registrar.fast_paths})
+        info.components = ([f"{s.kind}:{s.name}" for s in registrar.specs]
+                           + [f"fast_path:{f.name}" for f in registrar.fast_paths])
+    return LoadResult(registry, infos, fast_paths)
 
 
 def _register_one(pm: pluggy.PluginManager, ep: md.EntryPoint, origin: PluginOrigin):
@@ -191,7 +225,7 @@ def _register_one(pm: pluggy.PluginManager, ep: md.EntryPoint, origin: PluginOri
     except Exception:
         pm.unregister(plugin)
         raise
-    return registrar.specs
+    return registrar
 
 
 _loaded: LoadResult | None = None
@@ -205,6 +239,11 @@ def loaded() -> LoadResult:
         if _loaded is None:
             _loaded = load_plugins()
         return _loaded
+
+
+def default_registry() -> Registry:
+    """The registry of every installed, enabled plugin; plugins load on first call."""
+    return loaded().registry
 
 
 def reset() -> None:

@@ -5,11 +5,12 @@ exactly one plugin provides it.  Nothing is ever overwritten: two plugins may
 both provide ``concat``, and then the short name is an error that lists both.
 
     registry.resolve("fusion", "concat")                  # -> ComponentSpec
-    registry.resolve("fusion", "basic_fusions/concat")    # always unambiguous
+    registry.resolve("fusion", "fusions/concat")    # always unambiguous
     registry.resolve("fusion", "concta")                  # ComponentError: did you mean 'concat'?
 
 The process-wide registry, filled from the installed plugins on first use, is
-:func:`default_registry`.  This module imports neither JAX nor any plugin.
+:func:`fusionjax.plugins.default_registry`.  This module imports neither JAX, nor any
+plugin, nor the plugin loader.
 """
 
 from __future__ import annotations
@@ -135,9 +136,3 @@ class Registry:
                "see `fusionjax plugins list`)")
         )
 
-
-def default_registry() -> Registry:
-    """The registry of every installed, enabled plugin; plugins load on first call."""
-    from fusionjax import plugins
-
-    return plugins.loaded().registry

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from fusionjax.errors import ConfigError
-from fusionjax.train.loop import evaluate_split
+from fusionjax.training.loop import evaluate_split
 
 
 class Condition(NamedTuple):

@@ -41,7 +41,7 @@ def test_large_inputs_are_the_reference_shapes():
                       "audio": ((2, 16000), "float32"), "label": ((2,), "int32")}
     # the model is bundled components only; the data set just declares the shapes
     assert {p.spec.origin.plugin for p in assembly.parts} == {
-        "cnn_image", "lstm_text", "spectrogram_audio", "basic_fusions", "classification"}
+        "encoders", "fusions", "heads"}
     batch = next(assembly.dataset.batches("train", 4, seed=0, shuffle=False, drop_remainder=True))
     assert batch["image"].shape == (4, 64, 64, 3) and batch["text"].max() < 32000
     assert (batch["text"][:, 0] != 0).all()  # every row has a real token

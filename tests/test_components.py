@@ -9,7 +9,7 @@ from flax import nnx
 from test_heads import HEAD_CASES
 
 from fusionjax.interfaces import Encoder, Fusion, Head, TokenSequence
-from fusionjax.registry import default_registry
+from fusionjax.plugins import default_registry
 
 B = 3
 # Small settings per encoder, and the input it takes: (input_shape, make input).

@@ -64,7 +64,7 @@ def test_valid_config_assembles_without_allocating(tiny_config):
                            "model.fusion", "model.head"}
     assert counts["model.fusion"] == 0 and counts["model.head"] > 0
     resolved = a.resolved_config()
-    assert resolved["model"]["encoders"]["text"]["type"] == "lstm_text/lstm_text"
+    assert resolved["model"]["encoders"]["text"]["type"] == "encoders/lstm_text"
     assert resolved["model"]["encoders"]["text"]["vocab_size"] == 100  # from the data set
     assert resolved["model"]["head"]["num_classes"] == 4
     assert "input_shape" not in resolved["model"]["encoders"]["image"]
@@ -74,7 +74,7 @@ def test_unknown_key_names_path_component_plugin_and_suggestion(tiny_config):
     msg = config_error(tiny_config, "model.encoders.audio.n_mel=40")
     assert msg.startswith("model.encoders.audio.n_mel: unknown parameter 'n_mel'")
     assert "did you mean 'n_mels'" in msg
-    assert "spectrogram_audio/spectrogram_audio" in msg and "package fusionjax" in msg
+    assert "encoders/spectrogram_audio" in msg and "package fusionjax" in msg
     assert "n_mels: int = 64" in msg  # the valid parameters, with types and defaults
 
 
@@ -89,7 +89,7 @@ def test_wrong_type(tiny_config):
 
 def test_shard_params_is_a_bool(tiny_config):
     from fusionjax.parallel import data_mesh
-    from fusionjax.train.step import make_steps
+    from fusionjax.training.step import make_steps
 
     for value in ('"yes"', "1"):
         with pytest.raises(ConfigError) as e:
@@ -111,7 +111,7 @@ def test_unknown_component_and_section(tiny_config):
     msg = config_error(tiny_config, "trian.steps=3")
     assert msg.startswith("trian: unknown section (did you mean 'train'?)")
     msg = config_error(tiny_config, "model.encoders.speech.type=spectrogram_audio")
-    assert "model.encoders.speech: data set 'synthetic/synthetic' has no modality 'speech'" in msg
+    assert "model.encoders.speech: data set 'datasets/synthetic' has no modality 'speech'" in msg
 
 
 def test_missing_required_and_injected(tiny_config):
@@ -136,7 +136,7 @@ def test_width_mismatch(tiny_config):
 def test_contradicting_the_data_set(tiny_config):
     msg = config_error(tiny_config, "model.encoders.audio.sample_rate=16000")
     assert msg.startswith("model.encoders.audio.sample_rate: is 16000, but the audio "
-                          "sample_rate of data set 'synthetic/synthetic' is 8000")
+                          "sample_rate of data set 'datasets/synthetic' is 8000")
     msg = config_error(tiny_config, "model.head.num_classes=7")
     assert "model.head.num_classes: is 7" in msg
 
@@ -170,7 +170,7 @@ def test_checks_that_need_the_data_set_happen_at_assembly(tiny_config):
     msg = config_error(tiny_config, "train.batch_size=100000")
     assert msg.startswith("train.batch_size: 100000 is larger than the 512 training examples")
     msg = config_error(tiny_config, "train.eval_split=valid")
-    assert msg.startswith("train.eval_split: data set 'synthetic/synthetic' has no split 'valid'")
+    assert msg.startswith("train.eval_split: data set 'datasets/synthetic' has no split 'valid'")
     assert "train, test" in msg
 
 

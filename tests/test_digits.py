@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import ROOT
-from fusionjax_plugins.digits import sources
-from fusionjax_plugins.digits.avdigits import AVDigits
-from fusionjax_plugins.digits.digit_qa import OPERATIONS, DigitQA
 
 from fusionjax.data.text import UNK
 from fusionjax.errors import ConfigError, DataError
+from fusionjax_plugins.datasets import digit_sources as sources
+from fusionjax_plugins.datasets.avdigits import AVDigits
+from fusionjax_plugins.datasets.digit_qa import OPERATIONS, DigitQA
 
 FULL = ROOT.parent / "shared" / "data"
 needs_full = pytest.mark.skipif(not (FULL / "mnist").is_dir(),
@@ -128,7 +128,7 @@ def test_learns_real_digits_from_the_shipped_subset(tmp_path):
     a short run must recognise the digits well above chance (0.1)."""
     from fusionjax.assembly import assemble
     from fusionjax.config import load_config
-    from fusionjax.train.loop import train
+    from fusionjax.training.loop import train
 
     cfg = load_config(ROOT / "examples" / "avdigits.toml",
                       ["train.steps=150", "train.log_every=50", "data.test_size=500"])

@@ -3,7 +3,8 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fusionjax_plugins.spectrogram_audio import frontend
+
+from fusionjax_plugins.layers import spectrogram as frontend
 
 librosa = pytest.importorskip("librosa", reason="librosa is a dev dependency: pip install -e '.[dev]'")
 

@@ -156,7 +156,7 @@ def test_gated_unit_against_numpy_and_the_papers_bimodal_sigmoid():
 
 
 def build(name, in_features, **kwargs):
-    from fusionjax.registry import default_registry
+    from fusionjax.plugins import default_registry
 
     return default_registry().resolve("fusion", name).load()(in_features=in_features, **kwargs,
                                                              rngs=nnx.Rngs(0))

@@ -17,7 +17,7 @@ from flax import nnx
 
 from fusionjax.assembly import assemble
 from fusionjax.errors import ConfigError
-from fusionjax.registry import default_registry
+from fusionjax.plugins import default_registry
 
 # --------------------------------------------------------------------------------------------
 # Contract cases, for tests/test_components.py:
@@ -425,7 +425,7 @@ def test_a_head_that_does_not_fit_the_labels_is_a_config_error(target, head, key
 
 
 def test_digit_qa_targets():
-    from fusionjax_plugins.digits.digit_qa import DigitQA
+    from fusionjax_plugins.datasets.digit_qa import DigitQA
 
     answer, value, digits = (DigitQA(target=t, train_size=50, test_size=50)
                              for t in ("answer", "value", "digits"))
@@ -444,7 +444,7 @@ def test_digit_qa_targets():
 # -- learning on the shipped digit data, and predict -----------------------------------------
 
 def timed_train(config, run_dir):
-    from fusionjax.train.loop import train
+    from fusionjax.training.loop import train
 
     start = time.perf_counter()
     result = train(assemble(config), run_dir, log=lambda s: None)

@@ -15,13 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from fusionjax_plugins.cnn_image.encoder import CNNImageEncoder
-from fusionjax_plugins.kernels import conv, pooling
-from fusionjax_plugins.lstm_text.encoder import LSTMTextEncoder
-from fusionjax_plugins.spectrogram_audio.encoder import SpectrogramAudioEncoder
 
 from fusionjax import fast_paths
 from fusionjax.errors import ConfigError
+from fusionjax_plugins.encoders.cnn_image import CNNImageEncoder
+from fusionjax_plugins.encoders.lstm_text import LSTMTextEncoder
+from fusionjax_plugins.encoders.spectrogram_audio import SpectrogramAudioEncoder
+from fusionjax_plugins.kernels import conv, pooling
 
 TOL = 1e-4
 

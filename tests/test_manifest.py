@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import run_cli
-from fusionjax_plugins.manifest.dataset import ManifestDataset
 
 from fusionjax.errors import ConfigError, DataError
+from fusionjax_plugins.datasets.manifest import ManifestDataset
 
 LEVELS = {"low": 0, "mid": 1, "high": 2}  # what each label means in the generated files
 KEYWORDS = {"low": "pebble", "mid": "stone", "high": "boulder"}
@@ -415,7 +415,7 @@ def _config(manifest: Path, **train) -> dict:
 
 def test_assemble_and_train(folder, tmp_path):
     from fusionjax.assembly import assemble
-    from fusionjax.train.loop import train
+    from fusionjax.training.loop import train
 
     a = assemble(_config(folder / "data.csv"))
     assert a.encoders["caption"].kwargs["vocab_size"] == len(a.dataset.vocab)

@@ -17,8 +17,8 @@ from fusionjax.assembly import assemble
 from fusionjax.cli import main
 from fusionjax.errors import ConfigError, DataError
 from fusionjax.interfaces import FieldSpec, mask_key
-from fusionjax.train.loop import train
-from fusionjax.train.modality_dropout import drop_modalities
+from fusionjax.training.loop import train
+from fusionjax.training.modality_dropout import drop_modalities
 
 # Two modalities that both carry the label; the image is the easier one to learn.
 SYNTHETIC = {
@@ -85,7 +85,7 @@ def _broken_manifest(folder, n: int = 24):
 
 
 def test_absent_inputs_are_zeros_with_masks_false(tmp_path):
-    from fusionjax_plugins.manifest.dataset import ManifestDataset
+    from fusionjax_plugins.datasets.manifest import ManifestDataset
 
     manifest = _broken_manifest(tmp_path)
     ds = ManifestDataset(path=str(manifest), on_error="absent", **KW)
@@ -207,7 +207,7 @@ def test_sweep_compiles_one_eval_step(runs):
     from fusionjax.parallel import data_mesh
     from fusionjax.runs import load_run
     from fusionjax.sweep import sweep, sweep_conditions
-    from fusionjax.train.step import make_steps
+    from fusionjax.training.step import make_steps
 
     assert [c.name for c in sweep_conditions(["image", "text", "audio"])] == [
         "all", "-image", "-text", "-audio", "only image", "only text", "only audio"]

@@ -22,9 +22,9 @@ from fusionjax.assembly import assemble
 from fusionjax.config import apply_overrides
 from fusionjax.errors import ConfigError
 from fusionjax.parallel import data_mesh, shard_batch
-from fusionjax.train.loop import train
-from fusionjax.train.optim import make_optimizer
-from fusionjax.train.step import LossScale, make_steps
+from fusionjax.training.loop import train
+from fusionjax.training.optim import make_optimizer
+from fusionjax.training.step import LossScale, make_steps
 
 LR = 0.1
 
@@ -237,7 +237,7 @@ ACCUMULATE_SHARDED = textwrap.dedent("""
     from fusionjax.assembly import assemble
     from fusionjax.errors import ConfigError
     from fusionjax.parallel import data_mesh, shard_batch
-    from fusionjax.train.step import make_steps
+    from fusionjax.training.step import make_steps
     a = assemble(TINY)
     out = {{}}
     for n, k in ((1, 1), (4, 2)):

@@ -135,16 +135,17 @@ def test_cli_lists_bundled_plugins_and_honours_disable():
     out = run_cli("plugins", "list", "--json")
     assert out.returncode == 0, out.stderr
     plugins = {p["name"]: p for p in json.loads(out.stdout)}
-    for name in ("cnn_image", "lstm_text", "spectrogram_audio", "basic_fusions", "classification"):
+    for name in ("encoders", "fusions", "heads", "datasets", "kernels"):
         assert plugins[name]["status"] == "active"
         assert plugins[name]["package"] == "fusionjax"
-    assert "encoder:spectrogram_audio" in plugins["spectrogram_audio"]["components"]
+    assert "encoder:spectrogram_audio" in plugins["encoders"]["components"]
+    assert "fast_path:lstm" in plugins["kernels"]["components"]
 
-    out = run_cli("plugins", "list", "--json", env={"FUSIONJAX_DISABLE_PLUGINS": "lstm_text"})
-    assert {p["name"]: p["status"] for p in json.loads(out.stdout)}["lstm_text"] == "disabled"
-    out = run_cli("components", "list", "--kind", "encoder", "--json",
-                  env={"FUSIONJAX_DISABLE_PLUGINS": "lstm_text"})
-    assert "lstm_text" not in {c["name"] for c in json.loads(out.stdout)}
+    out = run_cli("plugins", "list", "--json", env={"FUSIONJAX_DISABLE_PLUGINS": "fusions"})
+    assert {p["name"]: p["status"] for p in json.loads(out.stdout)}["fusions"] == "disabled"
+    out = run_cli("components", "list", "--json", env={"FUSIONJAX_DISABLE_PLUGINS": "fusions"})
+    kinds = {c["kind"] for c in json.loads(out.stdout)}
+    assert "fusion" not in kinds and "encoder" in kinds
 
 
 def test_disable_env_var_tolerates_spaces(site, monkeypatch):

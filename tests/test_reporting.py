@@ -16,8 +16,8 @@ from fusionjax.assembly import assemble
 from fusionjax.cli import main
 from fusionjax.config import apply_overrides
 from fusionjax.summary import estimate_flops, format_summary, summarize
-from fusionjax.train.loop import train
-from fusionjax.train.progress import Progress
+from fusionjax.training.loop import train
+from fusionjax.training.progress import Progress
 
 # A few steps of TINY on less data: enough for two log points and an evaluation.
 SHORT = ["train.steps=6", "train.log_every=2", "train.batch_size=16", "data.train_size=64",

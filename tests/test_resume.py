@@ -18,7 +18,7 @@ from conftest import ROOT, TINY, run_cli
 
 from fusionjax.assembly import assemble
 from fusionjax.errors import ConfigError, TrainingError
-from fusionjax.train.loop import train
+from fusionjax.training.loop import train
 
 RESUMABLE = {**TINY, "train": {**TINY["train"], "steps": 80, "log_every": 10, "checkpoint_every": 20,
                                "eval_every": 20, "eval_batch_size": 128}}
@@ -117,9 +117,9 @@ def test_resume_refuses_another_config_and_a_finished_run(uninterrupted, tmp_pat
     assert "train.steps: 80 -> 90" in out.stderr
     assert "fusionjax resume" in out.stderr
     # the directory alone resumes; a plugin it needs that is gone is named with its package
-    out = run_cli("resume", str(run), env={"FUSIONJAX_DISABLE_PLUGINS": "basic_fusions"})
+    out = run_cli("resume", str(run), env={"FUSIONJAX_DISABLE_PLUGINS": "fusions"})
     assert out.returncode == 2
-    assert "this run used plugin 'basic_fusions' from package fusionjax" in out.stderr
+    assert "this run used plugin 'fusions' from package fusionjax" in out.stderr
 
 
 class _PoisonAfter:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fusionjax_plugins.sms_spam.dataset import SmsSpamDataset
 
 from fusionjax.data.text import UNK, words
 from fusionjax.errors import ConfigError, DataError
+from fusionjax_plugins.datasets.sms_spam import SmsSpamDataset
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "examples" / "data"  # the repository's copy (the whole collection)
@@ -165,6 +165,6 @@ def test_assembles_from_a_config(tmp_path):
         "data": {"type": "sms_spam", "root": str(tmp_path), "max_len": 8},
         "train": {"batch_size": 8},
     })
-    assert a.data_part.spec.qualified_name == "sms_spam/sms_spam"
+    assert a.data_part.spec.qualified_name == "datasets/sms_spam"
     assert a.encoders["text"].kwargs["vocab_size"] == len(a.dataset.vocab)
     assert a.head.kwargs["num_classes"] == 2

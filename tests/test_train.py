@@ -14,8 +14,8 @@ from conftest import ROOT, TINY, run_cli
 from fusionjax.assembly import assemble
 from fusionjax.config import apply_overrides
 from fusionjax.parallel import data_mesh, shard_batch
-from fusionjax.train.loop import train
-from fusionjax.train.step import make_steps
+from fusionjax.training.loop import train
+from fusionjax.training.step import make_steps
 
 
 def test_steps_compile_once(tiny_config):
@@ -75,8 +75,8 @@ EIGHT_DEVICES = textwrap.dedent("""
     from fusionjax.assembly import assemble
     from fusionjax.parallel import bytes_per_device, data_mesh, shard_batch, to_host
     from fusionjax.runs import load_run
-    from fusionjax.train.loop import evaluate, train
-    from fusionjax.train.step import make_steps
+    from fusionjax.training.loop import evaluate, train
+    from fusionjax.training.step import make_steps
     assert jax.device_count() == 8
     cfg = copy.deepcopy(TINY)
     cfg["model"]["encoders"]["image"]["dense"] = 64  # kernel [256, 64]
@@ -210,7 +210,7 @@ def test_cli_train_writes_a_run_and_never_overwrites_one(tmp_path):
                                                "checkpoint", "checkpoints", "tensorboard"}
     resolved = json.loads((run / "config.json").read_text())
     assert resolved["train"]["steps"] == 4  # overrides and defaults are resolved
-    assert resolved["model"]["fusion"]["type"] == "basic_fusions/concat"
+    assert resolved["model"]["fusion"]["type"] == "fusions/concat"
     assert (run / "checkpoint" / "params.msgpack").stat().st_size > 10_000
     facts = json.loads((run / "run.json").read_text())  # how the numbers were computed
     assert facts["fast_paths"]["max_pool"] is True and facts["fast_paths"]["lstm"] is True

@@ -1,0 +1,393 @@
+"""The training loop: one ``for`` over steps, logging and evaluation at intervals.
+
+Outputs land in a run directory: ``config.json`` (the resolved config),
+``run.json`` (versions, devices, plugins, skipped examples, absent inputs), whatever the data set
+needs to read new inputs (e.g. ``vocab.json``), ``metrics.jsonl`` (one JSON object
+per log or eval event), ``tensorboard/`` (the same metrics as TensorBoard scalars, see
+:mod:`fusionjax.training.writers`) and ``checkpoint/params.msgpack`` (the final parameters).
+On a terminal, a progress bar (:mod:`fusionjax.training.progress`) shows between the log lines.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, TextIO
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, serialization
+
+from fusionjax.assembly import Assembly
+from fusionjax.data.prefetch import Prefetcher
+from fusionjax.errors import ConfigError, TrainingError, did_you_mean
+from fusionjax.interfaces import LABEL, Batch, mask_key
+from fusionjax.parallel import bytes_per_device, data_mesh, shard_batch, to_host
+from fusionjax.training.checkpoint import Checkpoints
+from fusionjax.training.early_stopping import Tracker, default_mode
+from fusionjax.training.progress import Progress
+from fusionjax.training.step import Steps, TrainState, check_batch_split, make_steps
+from fusionjax.training.writers import open_writers
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    state: TrainState
+    steps: Steps
+    train_metrics: dict[str, float]
+    eval_metrics: dict[str, float]
+
+
+def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
+          log: Callable[[str], None] = print, progress: TextIO | None = None) -> RunResult:
+    """Train, evaluate and write the run directory -- or, when ``run_dir`` holds an
+    unfinished run of the same config, resume it from its latest checkpoint.
+    ``progress``: a stream for the progress bar, drawn only if it is a terminal."""
+    cfg = assembly.train
+    mesh = mesh or data_mesh()
+    n_dev = mesh.devices.size
+    eval_batch = cfg.eval_batch_size or cfg.batch_size
+    check_batch_split(cfg.batch_size, cfg.grad_accumulation, n_dev)
+    if eval_batch % n_dev:
+        raise ConfigError(f"{eval_batch} does not split evenly over {n_dev} devices",
+                          key="train.eval_batch_size", hint=f"use a multiple of {n_dev}")
+    # In a multi-process run every process computes; only process 0 writes.
+    writer = jax.process_index() == 0
+    run_dir = Path(run_dir)
+    _open_run_dir(run_dir, assembly, writer, mesh)
+
+    model = assembly.build()
+    head_finalize = type(model.head).finalize_metrics
+    steps = make_steps(model, assembly.optimizer, mesh, modality_dropout=cfg.modality_dropout,
+                       seed=cfg.seed, grad_accumulation=cfg.grad_accumulation,
+                       precision=cfg.precision, shard_params=cfg.shard_params)
+    del model  # its arrays now live in `steps.init`
+    if cfg.shard_params:
+        log(f"parameters and optimiser state split over {n_dev} devices: "
+            f"{bytes_per_device(steps.init) / 1e6:.2f} MB on each")
+    like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                        steps.init)
+    val_split = cfg.validation_split or cfg.eval_split
+    tracker = _tracker(assembly, steps)
+    checkpoints = Checkpoints(run_dir, keep=cfg.keep_checkpoints)
+    state, start, keep_lines = steps.init, 0, 0
+    if (latest := checkpoints.latest_step()) is not None:
+        state, meta = checkpoints.restore(latest, like)
+        start, keep_lines = meta["batches"], meta["metrics_lines"]
+        tracker = Tracker(**meta["tracker"]) if tracker else None
+        log(f"resuming from the checkpoint of step {latest} ({checkpoints.path / str(latest)})")
+
+    def save(step: int) -> None:
+        if not bool(_all_finite(state.params)):
+            raise TrainingError(f"the parameters became NaN/Inf by step {step}; "
+                                + _last_good(checkpoints))
+        checkpoints.save(step, state, {"batches": step, "metrics_lines": metrics.records,
+                                       "tracker": tracker.record() if tracker else None,
+                                       "config": assembly.resolved_config()},
+                         best=tracker.best_step if tracker else None)
+
+    metrics = open_writers(run_dir, enabled=writer, keep_lines=keep_lines)
+    # A background thread reads and places batch n+1 while the device runs batch n.
+    batches = Prefetcher(_epochs(assembly, cfg.batch_size, cfg.seed, start=start),
+                         lambda b: shard_batch(b, mesh), size=2)
+    pending: list[dict] = []
+    t_start = t_last = time.perf_counter()
+    train_metrics: dict[str, float] = {}
+    last_saved, step, evaluated = start, start, None  # (a run resumed at its last step skips the loop)
+    bar = Progress(cfg.steps, cfg.batch_size, progress,
+                   loss_of=lambda stats: head_finalize(jax.device_get(stats)).get("loss"))
+    with bar:
+        log_line = bar.around(log)
+        for step in range(start + 1, cfg.steps + 1):
+            state, stats = steps.train(state, next(batches))
+            pending.append(stats)  # device arrays: nothing waits on the device here
+            if step == start + 1:
+                jax.block_until_ready(stats)
+                log_line(f"compiled and ran the first step in {time.perf_counter() - t_start:.1f} s")
+                t_last = time.perf_counter()
+                if step == 1:
+                    pending.clear()  # step 1 (it includes compiling) is timed on its own
+            elif step % cfg.log_every == 0 or step == cfg.steps:
+                per_step = jax.device_get(pending)  # host waits for the device here
+                _check_finite(per_step, step - len(per_step) + 1, checkpoints)
+                # the loss can stay finite while NaN gradients reach the parameters (XLA:CPU's
+                # fused ReLU clamps a NaN activation to 0; the weight gradient keeps the NaN):
+                # one reduction per log point, not per step (per step it cost 4.5% of a step)
+                if not bool(_all_finite(state.params)):
+                    raise TrainingError(f"the parameters became NaN/Inf between steps "
+                                        f"{step - len(per_step) + 1} and {step} (the loss stayed "
+                                        "finite); " + _last_good(checkpoints))
+                train_metrics = head_finalize(_sum_stats(per_step))
+                now = time.perf_counter()
+                rate = len(pending) * cfg.batch_size / (now - t_last)
+                t_last, pending = now, []
+                lr = assembly.learning_rate_at(step - 1)
+                metrics.write({"step": step, "split": "train", **train_metrics,
+                               **({"learning_rate": lr} if lr is not None else {}),
+                               "examples_per_s": round(rate, 1)})
+                log_line(f"step {step:>6}/{cfg.steps} | " + _fmt(train_metrics)
+                         + f" | {rate:7.1f} ex/s | {now - t_start:6.1f} s")
+                evaluated = None
+                if tracker and step % cfg.eval_every == 0:
+                    evaluated = evaluate(steps, state, assembly, val_split, eval_batch, mesh)
+                    metrics.write({"step": step, "split": val_split, **evaluated})
+                    best = tracker.update(step, evaluated)
+                    log_line(f"{val_split} at step {step}: {_fmt(evaluated)}" + (" (best)" if best else ""))
+                    t_last = time.perf_counter()  # the evaluation is not training time
+                if evaluated is not None or step - last_saved >= cfg.checkpoint_every or step == cfg.steps:
+                    save(step)
+                    last_saved = step
+                if tracker and tracker.should_stop:
+                    log_line(f"early stopping at step {step}: {tracker.metric} has not improved for "
+                             f"{tracker.patience} evaluations (best {tracker.best:.4f} at step "
+                             f"{tracker.best_step})")
+                    break
+            bar.update(step, stats)
+
+    batches.close()
+    if tracker and cfg.restore_best and tracker.best_step is not None and tracker.best_step != step:
+        state, _ = checkpoints.restore(tracker.best_step, like)
+        evaluated = None  # that evaluation was of another model
+        log(f"the final model is the best evaluation's: step {tracker.best_step}, "
+            f"{tracker.metric} {tracker.best:.4f}")
+    checkpoints.close()
+    if evaluated is not None and val_split == cfg.eval_split:
+        eval_metrics = evaluated  # the last step was just evaluated on this split: not twice
+    else:
+        eval_metrics = evaluate(steps, state, assembly, cfg.eval_split, eval_batch, mesh)
+    problems = list(assembly.dataset.problems)
+    absent = {m: list(v) for m, v in assembly.dataset.absent_inputs.items() if v}
+    facts = {}
+    if problems:
+        log(f"skipped {len(problems)} unreadable examples (listed in run.json), e.g. {problems[0]}")
+        facts["skipped_examples"] = problems
+    if absent:
+        log(f"absent inputs (listed in run.json): {absent_summary(absent)}")
+        facts["absent_inputs"] = {m: len(v) for m, v in absent.items()}
+        facts["absent_examples"] = absent
+    if facts and writer:
+        facts = {**json.loads((run_dir / "run.json").read_text()), **facts}
+        _write_json(run_dir / "run.json", facts)
+    metrics.write({"step": step, "split": cfg.eval_split, **eval_metrics})
+    metrics.close()
+    log(f"{cfg.eval_split}: {_fmt(eval_metrics)}")
+    params = to_host(state.params)  # a collective when the parameters are split over processes
+    if writer:
+        _save_params(run_dir / FINAL_PARAMS, params)  # written last: its presence marks a finished run
+        log(f"run directory: {run_dir}")
+    return RunResult(run_dir, state, steps, train_metrics, eval_metrics)
+
+
+def _tracker(assembly: Assembly, steps: Steps) -> Tracker | None:
+    """The best-model tracker of a run with periodic evaluations (its metric checked
+    against the head's metrics now, not after the first evaluation)."""
+    cfg = assembly.train
+    if cfg.eval_every is None:
+        return None
+    settings = dict(cfg.early_stopping)
+    metric = settings.pop("metric", "loss")
+    names = _metric_names(assembly, steps)
+    if metric not in names:
+        raise ConfigError(f"the head reports no metric {metric!r}{did_you_mean(metric, names)}",
+                          key="train.early_stopping.metric", hint=f"its metrics: {', '.join(names)}")
+    return Tracker(metric, mode=settings.pop("mode", default_mode(metric)), **settings)
+
+
+def _metric_names(assembly: Assembly, steps: Steps) -> list[str]:
+    """The names ``finalize_metrics`` gives, from zero statistics of the right shapes."""
+    model = steps.merge(steps.init)
+
+    def stats(batch):
+        return model.head.metric_stats(model(batch), batch[LABEL], jnp.ones((2,)))
+
+    shapes = jax.eval_shape(stats, assembly.example_batch(2))
+    zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    return list(type(model.head).finalize_metrics(zeros))
+
+
+def _check_finite(per_step: list[dict], first_step: int, checkpoints: Checkpoints) -> None:
+    """Stop the run at the first step whose statistics (its loss) are NaN or infinite."""
+    for i, stats in enumerate(per_step):
+        if not all(np.all(np.isfinite(np.asarray(v, np.float64))) for v in jax.tree.leaves(stats)):
+            raise TrainingError(f"the loss became NaN/Inf at step {first_step + i}; "
+                                + _last_good(checkpoints))
+
+
+def _last_good(checkpoints: Checkpoints) -> str:
+    latest = checkpoints.latest_step()
+    if latest is None:
+        return "no checkpoint was written before it"
+    return (f"the last good checkpoint is step {latest} ({checkpoints.path / str(latest)}), and "
+            "nothing after it was saved; lower the learning rate or clip gradients "
+            "(train.optimizer.clip_norm) and re-run `fusionjax train` on this directory to resume")
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+class Evaluation(NamedTuple):
+    metrics: dict[str, float]
+    examples: int  # examples scored: those left with at least one present modality
+
+
+def evaluate(steps: Steps, state: TrainState, assembly: Assembly, split: str, batch_size: int,
+             mesh, *, drop: Sequence[str] = ()) -> dict[str, float]:
+    """Metrics over a whole split; the last short batch is padded with weight-0 rows.
+
+    ``drop`` names modalities to treat as absent in every example (their masks turn
+    False; the model zeroes their inputs).  See :func:`evaluate_split`."""
+    return evaluate_split(steps, state, assembly, split, batch_size, mesh, drop=drop).metrics
+
+
+def evaluate_split(steps: Steps, state: TrainState, assembly: Assembly, split: str,
+                   batch_size: int, mesh, *, drop: Sequence[str] = ()) -> Evaluation:
+    """:func:`evaluate`, also counting the examples scored.
+
+    Every batch carries a mask for every modality (all True where the data set has
+    none), so whatever ``drop`` is, the batches have one structure and ``steps.eval``
+    compiles once.  An example left with no modality at all (it lacked the ones that
+    ``drop`` keeps) is not scored: it gets weight 0, and its own masks back so that the
+    forward pass sees a valid input."""
+    modalities = tuple(assembly.encoders)
+    check_modalities(drop, modalities)
+    drop = frozenset(drop)
+    if drop >= set(modalities):
+        raise ConfigError("dropping every modality leaves the model nothing to read",
+                          hint=f"keep at least one of: {', '.join(modalities)}")
+    totals, scored = [], 0
+    for batch in assembly.dataset.batches(split, batch_size, seed=0, shuffle=False,
+                                          drop_remainder=False):
+        n = len(batch[LABEL])
+        batch = dict(batch)
+        weights = np.zeros(batch_size, np.float32)
+        weights[:n] = 1.0
+        if n < batch_size:
+            batch = {k: np.concatenate([v, np.repeat(v[-1:], batch_size - n, 0)])
+                     for k, v in batch.items()}
+        given = {m: np.asarray(batch.get(mask_key(m), np.ones(batch_size, bool)), bool)
+                 for m in modalities}
+        kept = {m: given[m] & (m not in drop) for m in modalities}
+        anything = np.any([kept[m] for m in modalities], axis=0)
+        for m in modalities:
+            batch[mask_key(m)] = np.where(anything, kept[m], given[m])
+        weights *= anything
+        scored += int(weights.sum())
+        totals.append(steps.eval(state, shard_batch(batch, mesh), jnp.asarray(weights)))
+    metrics = type(steps.merge(state).head).finalize_metrics(_sum_stats(jax.device_get(totals)))
+    return Evaluation(metrics, scored)
+
+
+def check_modalities(names: Iterable[str], modalities: Sequence[str]) -> None:
+    """A :class:`ConfigError` (with a did-you-mean) for a name that is no modality."""
+    for name in names:
+        if name not in modalities:
+            raise ConfigError(f"the model has no modality {name!r}{did_you_mean(name, modalities)}",
+                              hint=f"its modalities are: {', '.join(modalities)}")
+
+
+def absent_summary(absent) -> str:
+    """``"image 2, caption 1"``: how many examples lack each modality."""
+    return ", ".join(f"{m} {len(v)}" for m, v in absent.items() if v)
+
+
+def _epochs(assembly: Assembly, batch_size: int, seed: int, start: int = 0) -> Iterator[Batch]:
+    """Full batches of the train split, reshuffled every epoch, from batch ``start`` on.
+
+    Each epoch's order depends only on ``seed`` and the epoch number, so a resumed run
+    skips whole epochs without reading them and reads the same batches it would have."""
+    per_epoch = assembly.dataset.size("train") // batch_size
+    first, skip = divmod(start, per_epoch)
+    for epoch in itertools.count(first):
+        stream = assembly.dataset.batches("train", batch_size, seed=seed * 1_000_003 + epoch,
+                                          shuffle=True, drop_remainder=True)
+        yield from itertools.islice(stream, skip if epoch == first else 0, None)
+
+
+def _sum_stats(stats: list[dict]) -> dict[str, np.ndarray]:
+    """Element-wise totals of additive statistics (scalars or per-class vectors)."""
+    return {k: np.sum([np.asarray(s[k]) for s in stats], axis=0) for k in stats[0]} if stats else {}
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+
+
+FINAL_PARAMS = Path("checkpoint") / "params.msgpack"
+
+
+def _open_run_dir(path: Path, assembly: Assembly, writer: bool, mesh) -> None:
+    """A new run directory, or an unfinished run of the same config (to resume)."""
+    resolved = assembly.resolved_config()
+    if (path / FINAL_PARAMS).exists():
+        raise ConfigError(f"run directory {str(path)!r} already holds a finished run",
+                          hint="choose a new directory (--output-dir or train.output_dir), or "
+                               "remove the old run; fusionjax never overwrites a run")
+    if (path / "config.json").exists():
+        saved = json.loads((path / "config.json").read_text())
+        changed = _differences(saved, resolved)
+        if changed:
+            listing = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changed[:5])
+            raise ConfigError(
+                f"run directory {str(path)!r} holds an unfinished run of another config ({listing})",
+                hint="resume it with its own config (`fusionjax resume RUN_DIR`), or train this "
+                     "config into a new directory")
+        return  # resume: the loop picks up the latest checkpoint
+    if writer:
+        path.mkdir(parents=True, exist_ok=True)
+        _write_json(path / "config.json", resolved)
+        _write_json(path / "run.json", _run_facts(mesh))
+        assembly.dataset.save(path)
+
+
+def _differences(a, b, prefix: str = "") -> list[tuple[str, object, object]]:
+    """Key paths where two resolved configs differ (``train.output_dir`` aside)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            key = f"{prefix}.{k}" if prefix else k
+            if key != "train.output_dir":
+                out += _differences(a.get(k), b.get(k), key)
+        return out
+    return [] if a == b else [(prefix, a, b)]
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _run_facts(mesh) -> dict:
+    from importlib.metadata import version
+
+    from fusionjax import allocator, fast_paths
+    from fusionjax.plugins import loaded
+
+    return {
+        "versions": {p: version(p) for p in ("fusionjax", "jax", "flax", "optax")},
+        "fast_paths": {name: fast_paths.enabled(name) for name in sorted(fast_paths.declared())},
+        "malloc": allocator.applied(),
+        "devices": [str(d) for d in mesh.devices.flat],
+        "processes": jax.process_count(),
+        "plugins": {p.name: {"package": p.package, "version": p.version, "status": p.status}
+                    for p in loaded().plugins},
+    }
+
+
+def _save_params(path: Path, params) -> None:
+    """The final parameters (whole, on the host), written atomically (a temp file,
+    then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = serialization.msgpack_serialize(nnx.to_pure_dict(params))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

@@ -1,0 +1,150 @@
+"""``digit_qa``: a written digit, a spoken digit and a question about the two.
+
+Each example is an MNIST image of digit ``a``, an FSDD recording of digit ``b``
+(independent of ``a``) and an instruction, in varied wording, asking for their
+sum, (absolute) difference, the larger or the smaller.  The label (``target``) is
+the answer as a class, 0-18 (``"answer"``), the answer as a float32 number for
+regression (``"value"``), or the multi-hot float32 ``[10]`` vector of the two digits
+shown and spoken, ``a`` and ``b``, for multi-label learning (``"digits"``; one bit
+when they are equal).  No single modality can answer: the model must read the
+image, hear the recording and (except for ``"digits"``) understand the question.
+Train examples are re-drawn every epoch; the test examples are one fixed draw from
+MNIST's test images and FSDD's test recordings.  The vocabulary is built from the
+training instructions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from fusionjax.data.audio import Align
+from fusionjax.data.text import Vocabulary
+from fusionjax.errors import ConfigError, DataError
+from fusionjax.interfaces import LABEL, Batch, FieldSpec
+from fusionjax_plugins.datasets.digits_base import DigitsBase
+
+OPERATIONS = {
+    "sum": (lambda a, b: a + b, [
+        "what is {x} plus {y}", "add {x} and {y}", "what do {x} and {y} add up to",
+        "give me the sum of {x} and {y}", "{x} plus {y} makes how much",
+        "how much is {x} added to {y}"]),
+    "difference": (lambda a, b: np.abs(a - b), [
+        "what is the difference between {x} and {y}", "how far apart are {x} and {y}",
+        "subtract the smaller of {x} and {y} from the larger",
+        "what is the absolute difference of {x} and {y}", "by how much do {x} and {y} differ"]),
+    "larger": (np.maximum, [
+        "which is larger, {x} or {y}", "tell me the bigger of {x} and {y}",
+        "what is the maximum of {x} and {y}", "which number is greater: {x} or {y}",
+        "say the higher one of {x} and {y}"]),
+    "smaller": (np.minimum, [
+        "which is smaller, {x} or {y}", "tell me the lesser of {x} and {y}",
+        "what is the minimum of {x} and {y}", "which number is lower: {x} or {y}",
+        "say the lower one of {x} and {y}"]),
+}
+IMAGE_PHRASES = ["the written digit", "the handwritten digit", "the digit in the picture",
+                 "the number in the image", "the drawn number"]
+AUDIO_PHRASES = ["the spoken digit", "the digit you hear", "the number in the recording",
+                 "the spoken number", "the word in the audio"]
+VOCAB_FILE = "vocab.json"
+TARGETS = ("answer", "value", "digits")
+
+
+class DigitQA(DigitsBase):
+    def __init__(
+        self,
+        *,
+        root: str | None = None,
+        operations: tuple[str, ...] = tuple(OPERATIONS),
+        max_len: int = 24,
+        sample_rate: int = 8000,
+        num_samples: int = 6000,
+        align: Align = "center",
+        train_size: int = 60000,
+        test_size: int = 10000,
+        target: Literal["answer", "value", "digits"] = "answer",
+        seed: int = 0,
+    ):
+        super().__init__(root=root, sample_rate=sample_rate, num_samples=num_samples, align=align,
+                         train_size=train_size, test_size=test_size, seed=seed)
+        unknown = [op for op in operations if op not in OPERATIONS]
+        if unknown or not operations:
+            raise ConfigError(f"unknown operation(s) {unknown}; choose from {', '.join(OPERATIONS)}",
+                              key="operations")
+        if max_len < 4:
+            raise ConfigError(f"must be >= 4, got {max_len}", key="max_len")
+        if target not in TARGETS:
+            raise ConfigError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}",
+                              key="target")
+        self.operations, self.max_len, self.target = tuple(operations), max_len, target
+        # the vocabulary of a large sample of training instructions (train split only)
+        sample = self.instructions(np.random.default_rng([seed, 0, 2**31]), 5000)[0]
+        self.vocab = Vocabulary.build(sample)
+        # answer: 19 classes; value: a real number; digits: 10 labels, the digits 0-9
+        self.num_classes = {"answer": 19, "value": None, "digits": 10}[target]
+        self.label_names = (tuple(str(v) for v in range(self.num_classes))
+                            if self.num_classes else None)
+        self._spec_text()
+
+    def _spec_text(self) -> None:
+        label = {"answer": FieldSpec((), "int32"), "value": FieldSpec((), "float32"),
+                 "digits": FieldSpec((10,), "float32")}[self.target]
+        self.spec = {**self.spec,
+                     "text": FieldSpec((self.max_len,), "int32", {"vocab_size": len(self.vocab)}),
+                     LABEL: label}
+
+    def instructions(self, rng: np.random.Generator, n: int) -> tuple[list[str], np.ndarray]:
+        """``n`` instructions and their operation ids (index into ``self.operations``)."""
+        ops = rng.integers(0, len(self.operations), n)
+        texts = []
+        for op in ops:
+            templates = OPERATIONS[self.operations[op]][1]
+            x, y = rng.choice(IMAGE_PHRASES), rng.choice(AUDIO_PHRASES)
+            if rng.random() < 0.5:
+                x, y = y, x
+            texts.append(templates[rng.integers(len(templates))].format(x=x, y=y))
+        return texts, ops
+
+    def draw(self, split, n, rng):
+        _, image_labels = self.images(split)
+        rec = self.recordings(split)
+        image = rng.integers(0, len(image_labels), n)
+        audio = rng.integers(0, len(rec.labels), n)
+        texts, ops = self.instructions(rng, n)
+        a, b = image_labels[image], rec.labels[audio]
+        answer = np.empty(n, np.int32)
+        for i, name in enumerate(self.operations):
+            where = ops == i
+            answer[where] = OPERATIONS[name][0](a[where], b[where])
+        text = np.stack([self.vocab.encode(t, self.max_len) for t in texts])
+        if self.target == "value":
+            label = answer.astype(np.float32)
+        elif self.target == "digits":
+            label = np.zeros((n, 10), np.float32)
+            label[np.arange(n), a] = 1.0
+            label[np.arange(n), b] = 1.0
+        else:
+            label = answer
+        return {"image": image, "audio": audio, "text": text, LABEL: label}
+
+    def materialise(self, split, draws, rows, rngs) -> Batch:
+        batch = super().materialise(split, draws, rows, rngs)
+        batch["text"] = draws["text"][rows]
+        return batch
+
+    def encode(self, modality: str, value: str) -> np.ndarray:
+        if modality == "text":
+            return self.vocab.encode(value, self.max_len)
+        return super().encode(modality, value)
+
+    def save(self, run_dir: Path) -> None:
+        self.vocab.save(Path(run_dir) / VOCAB_FILE)
+
+    def restore(self, run_dir: Path) -> None:
+        vocab = Vocabulary.load(Path(run_dir) / VOCAB_FILE)
+        if len(vocab) != len(self.vocab):
+            raise DataError(f"{Path(run_dir) / VOCAB_FILE}: {len(vocab)} words, but the model "
+                            f"was built for {len(self.vocab)}")
+        self.vocab = vocab

@@ -1,0 +1,109 @@
+"""What the digit data sets share: where the files are, per-example drawing, batching."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from fusionjax.data.audio import Align, load_audio
+from fusionjax.data.image import read_image
+from fusionjax.data.locate import data_dir
+from fusionjax.errors import ConfigError, DataError
+from fusionjax.interfaces import LABEL, Batch, Dataset, FieldSpec
+from fusionjax_plugins.datasets import digit_sources as sources
+
+SPLITS = ("train", "test")
+
+
+class DigitsBase(Dataset):
+    """Image + audio digit data.  Subclasses implement :meth:`draw`: the examples of
+    a split as index arrays (which MNIST image, which recording, ...), from an rng."""
+
+    def __init__(self, *, root: str | None, sample_rate: int, num_samples: int, align: Align,
+                 train_size: int | None, test_size: int | None, seed: int):
+        for key, value in (("sample_rate", sample_rate), ("num_samples", num_samples)):
+            if value < 1:
+                raise ConfigError(f"must be >= 1, got {value}", key=key)
+        self.mnist_dir = data_dir(root, "mnist")
+        self.fsdd_dir = data_dir(root, "fsdd")
+        self.root = str(self.mnist_dir.parent)
+        self.sample_rate, self.num_samples, self.align = sample_rate, num_samples, align
+        self.requested = {"train": train_size, "test": test_size}
+        self.seed = seed
+        self.spec = {
+            "image": FieldSpec((28, 28, 1), "float32"),
+            "audio": FieldSpec((num_samples,), "float32", {"sample_rate": sample_rate}),
+        }
+        self.problems = []
+
+    # -- sources -------------------------------------------------------------------------------
+    def images(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        return sources.mnist(self.mnist_dir, split)
+
+    def recordings(self, split: str) -> sources.Recordings:
+        return sources.fsdd(self.fsdd_dir, split, self.sample_rate, self.num_samples, self.align)
+
+    def size(self, split: str) -> int:
+        if split not in SPLITS:
+            raise KeyError(f"unknown split {split!r}; this data set has: {', '.join(SPLITS)}")
+        requested = self.requested[split]
+        if requested is not None and requested < 1:
+            raise ConfigError(f"must be >= 1 (or left out for the whole split), got {requested}",
+                              key=f"{split}_size")
+        return requested or len(self.images(split)[1])
+
+    def resolved_settings(self) -> dict:
+        return {"root": self.root}
+
+    # -- examples ------------------------------------------------------------------------------
+    def draw(self, split: str, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Index arrays ``{"image": [n], "audio": [n], ..., "label": [n]}`` for a split."""
+        raise NotImplementedError
+
+    def materialise(self, split: str, draws: dict[str, np.ndarray], rows: np.ndarray,
+                    rngs: list[np.random.Generator]) -> Batch:
+        """Arrays for ``rows`` of ``draws``; ``rngs`` has one generator per row, seeded by
+        the example itself, so noise never depends on how examples are batched."""
+        images, _ = self.images(split)
+        audio = self.recordings(split).audio
+        return {"image": sources.mnist_float(images[draws["image"][rows]]),
+                "audio": audio[draws["audio"][rows]],
+                LABEL: draws[LABEL][rows]}
+
+    def batches(self, split: str, batch_size: int, *, seed: int, shuffle: bool,
+                drop_remainder: bool) -> Iterator[Batch]:
+        n = self.size(split)
+        # Train examples are re-drawn every epoch (the loop passes a new seed); the
+        # test examples are one fixed draw, whatever the seed.
+        epoch_seed = seed if split == "train" else 0
+        rng = np.random.default_rng([self.seed, SPLITS.index(split), epoch_seed])
+        draws = self.draw(split, n, rng)
+        order = rng.permutation(n) if shuffle else np.arange(n)
+        stop = n - n % batch_size if drop_remainder else n
+        for start in range(0, stop, batch_size):
+            rows = order[start:start + batch_size]
+            rngs = [np.random.default_rng([self.seed, SPLITS.index(split), epoch_seed, int(r)])
+                    for r in rows]
+            yield self.materialise(split, draws, rows, rngs)
+
+    # -- new inputs ----------------------------------------------------------------------------
+    def encode(self, modality: str, value: str) -> np.ndarray:
+        if modality == "image":
+            x = read_image(value, size=(28, 28), channels=1)
+            return ((x - sources.MNIST_MEAN) / sources.MNIST_STD).astype(np.float32)
+        if modality == "audio":
+            return load_audio(value, sample_rate=self.sample_rate, num_samples=self.num_samples,
+                              align=self.align)
+        raise DataError(f"{type(self).__name__} has no modality {modality!r}")
+
+
+def pick_per_class(wanted: np.ndarray, by_class: list[np.ndarray],
+                   rng: np.random.Generator) -> np.ndarray:
+    """For each wanted class, a random index among ``by_class[class]``."""
+    out = np.empty(len(wanted), np.int64)
+    for c, members in enumerate(by_class):
+        where = np.flatnonzero(wanted == c)
+        out[where] = rng.choice(members, size=len(where))
+    return out
+

@@ -1,0 +1,87 @@
+"""CNN image encoder: ``[B, H, W, C]`` (or ``[B, H, W]``) images -> ``[B, dense]``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from fusionjax.errors import ConfigError
+from fusionjax.interfaces import Encoder, TokenSequence
+from fusionjax_plugins.layers.conv import ConvStack, Pool
+
+
+class CNNImageEncoder(Encoder):
+    """Conv stack -> readout -> dense + ReLU.
+
+    ``channels`` gives one 'same' convolution (+ ReLU) each, of ``kernel_size`` (one size,
+    or one per layer); the
+    first ``pool_layers`` (default: all) are followed by ``pool_size`` pooling.
+    ``readout`` is ``"flatten"`` (sized from the data set's image shape), or a
+    global ``"avg"``/``"max"`` pool.  ``dense = 0`` drops the final dense layer.
+    The token sequence is the final feature map, one token per position.
+
+    Example (MNIST-sized): ``channels=[32, 64], readout="flatten", dense=128``.
+    """
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        *,
+        channels: tuple[int, ...] = (32, 64),
+        kernel_size: int | tuple[int, ...] = 3,
+        pool: Pool = "max",
+        pool_size: int = 2,
+        pool_layers: int | None = None,
+        readout: Literal["flatten", "avg", "max"] = "flatten",
+        dense: int = 128,
+        rngs: nnx.Rngs,
+    ):
+        if len(input_shape) not in (2, 3):
+            raise ConfigError(f"expects images [H, W] or [H, W, C]; the data gives {input_shape}",
+                              key="type")
+        if not channels or min(channels) < 1:
+            raise ConfigError(f"needs at least one positive channel count, got {channels}",
+                              key="channels")
+        h, w = input_shape[:2]
+        c = input_shape[2] if len(input_shape) == 3 else 1
+        if dense < 0:
+            raise ConfigError(f"must be >= 1, or 0 for no dense layer; got {dense}", key="dense")
+        pool_layers = len(channels) if pool_layers is None else pool_layers
+        if not 0 <= pool_layers <= len(channels):
+            raise ConfigError(f"must be in 0..{len(channels)}", key="pool_layers")
+        self.convs = ConvStack(c, tuple(channels), kernel_size=kernel_size, pool=pool,
+                               pool_size=pool_size, pool_layers=pool_layers, rngs=rngs)
+        oh, ow = self.convs.output_hw(h, w)
+        if oh < 1 or ow < 1:
+            raise ConfigError(f"{pool_layers} poolings of size {pool_size} shrink a {h}x{w} image "
+                              f"to nothing", key="pool_layers",
+                              hint="use fewer pool_layers or a smaller pool_size")
+        self.readout = readout
+        flat = oh * ow * channels[-1] if readout == "flatten" else channels[-1]
+        self.dense = nnx.Linear(flat, dense, rngs=rngs) if dense > 0 else None
+        self.out_features = dense if dense > 0 else flat
+        self.token_features = channels[-1]
+
+    def _feature_map(self, x: jax.Array) -> jax.Array:
+        if x.ndim == 3:
+            x = x[..., None]
+        # the compute dtype is the parameters' (float32, or e.g. bfloat16 under mixed precision)
+        return self.convs(x.astype(self.convs.convs[0].kernel.dtype))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        f = self._feature_map(x)
+        if self.readout == "flatten":
+            f = f.reshape(f.shape[0], -1)
+        elif self.readout == "avg":
+            f = f.mean(axis=(1, 2))
+        else:
+            f = f.max(axis=(1, 2))
+        return jax.nn.relu(self.dense(f)) if self.dense is not None else f
+
+    def tokens(self, x: jax.Array) -> TokenSequence:
+        f = self._feature_map(x)
+        seq = f.reshape(f.shape[0], -1, f.shape[-1])
+        return TokenSequence(seq, jnp.ones(seq.shape[:2], bool))

@@ -1,0 +1,119 @@
+"""Spectrogram audio encoder: raw waveform ``[B, samples]`` -> ``[B, dense]``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from fusionjax.errors import ConfigError
+from fusionjax.interfaces import Encoder, TokenSequence
+from fusionjax_plugins.layers import spectrogram as frontend
+from fusionjax_plugins.layers.conv import ConvStack, Pool
+
+
+class SpectrogramAudioEncoder(Encoder):
+    """Log-mel spectrogram (computed inside the compiled step) -> conv stack ->
+    ``readout`` -> dense + ReLU (``dense = 0`` drops the dense layer).
+
+    ``readout``: ``"avg"``/``"max"`` pool over time and frequency (the reference
+    workloads' choice); ``"time_avg"`` averages over time only and keeps the
+    frequency axis (shift-invariant, keeps the spectral shape: better for speech);
+    ``"flatten"`` keeps everything (sized from the data set's clip length).
+
+    The spectrogram ``[B, frames, n_mels]`` is treated as a one-channel image.
+    ``sample_rate`` defaults to the data set's.  The token sequence is one token
+    per pooled spectrogram frame: the conv features of every mel band at that time.
+
+    Under mixed precision the waveform arrives in float32 (``full_precision_input``)
+    and the STFT and mel filterbank run in float32; the log-mel spectrogram is cast
+    to the parameters' dtype before the conv stack.
+    """
+
+    full_precision_input = True
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        *,
+        sample_rate: int,
+        n_fft: int = 256,
+        hop_length: int = 128,
+        n_mels: int = 64,
+        fmin: float = 0.0,
+        fmax: float | None = None,
+        log_offset: float = 1e-6,
+        channels: tuple[int, ...] = (32, 64),
+        kernel_size: int | tuple[int, ...] = 3,
+        pool: Pool = "max",
+        pool_size: int = 2,
+        pool_layers: int | None = None,
+        readout: Literal["avg", "max", "time_avg", "flatten"] = "avg",
+        dense: int = 128,
+        rngs: nnx.Rngs,
+    ):
+        if len(input_shape) != 1:
+            raise ConfigError(f"expects mono waveforms [samples]; the data gives {input_shape}",
+                              key="type")
+        samples = input_shape[0]
+        if n_fft < 2 or n_fft // 2 >= samples:
+            raise ConfigError(f"must be >= 2 and n_fft // 2 < the {samples} samples per example",
+                              key="n_fft")
+        if hop_length < 1:
+            raise ConfigError("must be >= 1", key="hop_length")
+        fmax_ = sample_rate / 2 if fmax is None else fmax
+        if not 0 <= fmin < fmax_ <= sample_rate / 2:
+            raise ConfigError(f"need 0 <= fmin < fmax <= sample_rate / 2 = {sample_rate / 2}, "
+                              f"got fmin={fmin}, fmax={fmax_}", key="fmax")
+        if n_mels < 1:
+            raise ConfigError("must be >= 1", key="n_mels")
+        if not channels:
+            raise ConfigError("needs at least one conv layer", key="channels")
+        self.frontend = frontend.LogMel(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length,
+                             n_mels=n_mels, fmin=fmin, fmax=fmax, log_offset=log_offset)
+        if dense < 0:
+            raise ConfigError(f"must be >= 1, or 0 for no dense layer; got {dense}", key="dense")
+        pool_layers = len(channels) if pool_layers is None else pool_layers
+        self.convs = ConvStack(1, tuple(channels), kernel_size=kernel_size, pool=pool,
+                               pool_size=pool_size, pool_layers=pool_layers, rngs=rngs)
+        frames = frontend.num_frames(samples, hop_length)
+        if min(self.convs.output_hw(frames, n_mels)) < 1:
+            raise ConfigError(f"{pool_layers} poolings shrink the {frames}x{n_mels} spectrogram "
+                              "to nothing", key="pool_layers")
+        self.readout = readout
+        out_t, out_f = self.convs.output_hw(frames, n_mels)
+        width = {"avg": 1, "max": 1, "time_avg": out_f, "flatten": out_t * out_f}[readout]
+        width *= channels[-1]
+        self.dense = nnx.Linear(width, dense, rngs=rngs) if dense > 0 else None
+        self.out_features = dense if dense > 0 else width
+        # one token per (pooled) time step, holding every mel band's channels: averaging
+        # over frequency would throw away the spectral shape speech is recognised by
+        self.token_features = out_f * channels[-1]
+
+    def spectrogram(self, audio: jax.Array) -> jax.Array:
+        """``[B, samples]`` -> log-mel ``[B, frames, n_mels]`` (computed in float32)."""
+        return self.frontend(audio)
+
+    def _feature_map(self, audio: jax.Array) -> jax.Array:
+        """``[B, time, mel, C]``, computed in the parameters' dtype."""
+        spec = self.spectrogram(audio).astype(self.convs.convs[0].kernel.dtype)
+        return self.convs(spec[..., None])
+
+    def __call__(self, audio: jax.Array) -> jax.Array:
+        f = self._feature_map(audio)  # [B, time, mel, C]
+        if self.readout == "avg":
+            f = f.mean(axis=(1, 2))
+        elif self.readout == "max":
+            f = f.max(axis=(1, 2))
+        elif self.readout == "time_avg":
+            f = f.mean(axis=1).reshape(f.shape[0], -1)
+        else:
+            f = f.reshape(f.shape[0], -1)
+        return jax.nn.relu(self.dense(f)) if self.dense is not None else f
+
+    def tokens(self, audio: jax.Array) -> TokenSequence:
+        f = self._feature_map(audio)  # [B, time, mel, C]
+        seq = f.reshape(f.shape[0], f.shape[1], -1)
+        return TokenSequence(seq, jnp.ones(seq.shape[:2], bool))

@@ -1,0 +1,93 @@
+"""Softmax classification head."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from fusionjax.errors import ConfigError
+from fusionjax.interfaces import FieldSpec, Head
+from fusionjax_plugins.layers.mlp import apply_hidden, hidden_layers
+
+
+class ClassificationHead(Head):
+    """``hidden`` dense + ReLU layers, then a dense layer to ``num_classes`` logits.
+
+    Loss: softmax cross-entropy on integer labels; with ``label_smoothing`` = a > 0
+    the training loss uses smoothed targets, ``(1 - a) * one_hot + a / num_classes``
+    (``optax.smooth_labels``).  Metrics: ``loss`` (always the plain cross-entropy
+    against the true class, so runs with and without smoothing compare), ``accuracy``,
+    ``macro_f1`` (unweighted mean of the per-class F1) and, with two classes, ``f1``
+    of class 1 (the positive class, e.g. "spam").  ``num_classes`` defaults to the
+    data set's.
+    """
+
+    def __init__(self, in_features: int, *, num_classes: int, hidden: tuple[int, ...] = (),
+                 label_smoothing: float = 0.0, rngs: nnx.Rngs):
+        if num_classes < 2:
+            raise ConfigError(f"must be >= 2, got {num_classes}", key="num_classes")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ConfigError(f"must be in [0, 1), got {label_smoothing}", key="label_smoothing",
+                              hint="0 for hard targets; 0.1 is a common choice")
+        self.hidden, width = hidden_layers(in_features, tuple(hidden), rngs=rngs)
+        self.out = nnx.Linear(width, num_classes, rngs=rngs)
+        self.num_classes = num_classes
+        self.label_smoothing = label_smoothing
+
+    def __call__(self, features: jax.Array) -> jax.Array:
+        features = apply_hidden(self.hidden, features)
+        return self.out(features)
+
+    def check_labels(self, spec: FieldSpec) -> None:
+        dtype = np.dtype(spec.dtype)
+        if tuple(spec.shape) == () and np.issubdtype(dtype, np.integer):
+            return
+        if len(spec.shape) == 1 and spec.shape[0] > 1:
+            hint = ('labels that are vectors of 0/1 per class (multi-hot) need type = "multilabel"; '
+                    'real-valued vectors need type = "regression"')
+        elif np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.bool_):
+            hint = 'real-valued labels need type = "regression"'
+        else:
+            hint = 'use a head that fits the labels, e.g. type = "regression" or "multilabel"'
+        raise ConfigError(f"the classification head needs one integer class id per example, "
+                          f"got labels of shape {tuple(spec.shape)} ({dtype})", hint=hint)
+
+    def loss(self, predictions, labels):
+        if not self.label_smoothing:
+            return optax.softmax_cross_entropy_with_integer_labels(predictions, labels).mean()
+        targets = optax.smooth_labels(jax.nn.one_hot(labels, self.num_classes, dtype=predictions.dtype),
+                                      self.label_smoothing)
+        return optax.softmax_cross_entropy(predictions, targets).mean()
+
+    def probabilities(self, predictions: jax.Array) -> jax.Array:
+        """``[B, num_classes]`` class probabilities."""
+        return jax.nn.softmax(predictions, axis=-1)
+
+    def metric_stats(self, predictions, labels, weights):
+        losses = optax.softmax_cross_entropy_with_integer_labels(predictions, labels)
+        guess = jnp.argmax(predictions, axis=-1)
+        correct = (guess == labels).astype(jnp.float32)
+        classes = jnp.arange(self.num_classes)
+        predicted = (guess[:, None] == classes) * weights[:, None]  # [B, C]
+        actual = (labels[:, None] == classes) * weights[:, None]
+        return {"loss_sum": jnp.sum(losses * weights), "correct": jnp.sum(correct * weights),
+                "count": jnp.sum(weights), "true_pos": jnp.sum(predicted * actual, axis=0),
+                "pred_pos": jnp.sum(predicted, axis=0), "actual_pos": jnp.sum(actual, axis=0)}
+
+    @staticmethod
+    def finalize_metrics(stats: Mapping[str, float]) -> dict[str, float]:
+        n = max(float(stats["count"]), 1.0)
+        tp, pred, actual = (np.asarray(stats[k], np.float64)
+                            for k in ("true_pos", "pred_pos", "actual_pos"))
+        f1 = np.where(pred + actual > 0, 2 * tp / np.maximum(pred + actual, 1e-12), 0.0)
+        present = actual > 0  # classes absent from the labels do not count in macro F1
+        out = {"loss": float(stats["loss_sum"]) / n, "accuracy": float(stats["correct"]) / n,
+               "macro_f1": float(f1[present].mean()) if present.any() else 0.0}
+        if len(f1) == 2:
+            out["f1"] = float(f1[1])
+        return out

@@ -294,16 +294,22 @@ def assemble(config: Mapping[str, Any], registry: Registry | None = None) -> Ass
 
 
 def _check_data(dataset: Dataset, name: str, train: TrainConfig) -> None:
-    """The splits the run reads exist and hold at least one batch."""
-    for split, key in (("train", "data"), (train.eval_split, "train.eval_split")):
+    """The data set declares its splits, and those the run reads exist and hold at least
+    one batch."""
+    splits = getattr(dataset, "splits", None)
+    if not isinstance(splits, tuple | list) or not all(isinstance(s, str) for s in splits) \
+            or "train" not in splits:
+        raise ConfigError(f"data set {name!r} declares no splits with 'train' among them (its "
+                          f"`splits` is {splits!r}); this is a bug in the plugin", key="data")
+    reads = {"train": "data", train.eval_split: "train.eval_split"}
+    if train.validation_split is not None:
+        reads.setdefault(train.validation_split, "train.validation_split")
+    for split, key in reads.items():
+        dataset.check_split(split, key=key, name=name)
         try:
             size = dataset.size(split)
-        except DataError:
-            raise  # unreadable files: a data error, not a config error
-        except ConfigError as e:
-            raise e.under("data") from None
-        except Exception as e:  # noqa: BLE001 - the data set's own message says which splits exist
-            raise ConfigError(f"data set {name!r} has no split {split!r}: {e}", key=key) from None
+        except (DataError, ConfigError) as e:  # unreadable files; a bad size setting
+            raise e.under("data") if isinstance(e, ConfigError) else e from None
         if size < 1:
             raise ConfigError(f"split {split!r} of data set {name!r} is empty", key=key)
     if dataset.size("train") < train.batch_size:

@@ -25,6 +25,12 @@ component what it needs to size itself, never a user.  An encoder may take
 ``in_features`` (``{modality: width}``); a head takes ``in_features`` (an int) and,
 when it has one, ``num_classes`` (defaulted from the data set).  Every constructor
 takes ``rngs`` (:class:`flax.nnx.Rngs`) as a keyword.
+
+Components describe themselves: each declares ``test_settings``, the smallest
+constructor settings it is tested (and its speed compared) with, and encoders and
+heads the example input or labels those settings take (``test_input``,
+``test_labels``).  :mod:`fusionjax.testing` checks a component with them, and the
+config reference lists them; a bundled component must declare them.
 """
 
 from __future__ import annotations
@@ -34,11 +40,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 import jax
 import numpy as np
 from flax import nnx
+
+from fusionjax.errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:
+    from fusionjax.answers import Answer
 
 Array = jax.Array
 Batch = dict[str, Any]
@@ -85,6 +96,10 @@ class Encoder(nnx.Module, abc.ABC):
     # arrive in the compute dtype: compute in their dtype (cast what you derive from the
     # input to it) rather than upcasting to float32, which would silently run in float32.
     full_precision_input: ClassVar[bool] = False
+    # The smallest settings it is tested with, and the per-example input they take
+    # (``fusionjax.testing`` draws a batch from it: see ``testing.example_batch``).
+    test_settings: ClassVar[Mapping[str, Any] | None] = None
+    test_input: ClassVar[FieldSpec | None] = None
 
     @abc.abstractmethod
     def __call__(self, x: Array) -> Array:
@@ -105,6 +120,9 @@ class Fusion(nnx.Module, abc.ABC):
 
     out_features: int
     uses_tokens: bool = False
+    # The smallest settings it is tested with; ``in_features`` (and ``token_features``)
+    # are supplied by the test, for modalities named "a", "b" and "c".
+    test_settings: ClassVar[Mapping[str, Any] | None] = None
 
     @abc.abstractmethod
     def __call__(
@@ -130,6 +148,10 @@ class Head(nnx.Module, abc.ABC):
     """
 
     inputs: ClassVar[Literal["fused", "embeddings"]] = "fused"
+    # The smallest settings it is tested with (``in_features`` and ``label_shape`` are
+    # supplied by the test) and the per-example labels it then learns from.
+    test_settings: ClassVar[Mapping[str, Any] | None] = None
+    test_labels: ClassVar[FieldSpec | None] = None
 
     @abc.abstractmethod
     def __call__(self, features: Array, *args: Any) -> Array: ...
@@ -150,6 +172,16 @@ class Head(nnx.Module, abc.ABC):
     @abc.abstractmethod
     def finalize_metrics(stats: Mapping[str, float]) -> dict[str, float]:
         """Metric values from the summed statistics."""
+
+    def answer(self, predictions: Any, *, label_names: Sequence[str] | None = None,
+               top: int = 3) -> list[Answer]:
+        """One :class:`~fusionjax.answers.Answer` per example of ``predictions`` (this
+        head's output on a batch, as NumPy arrays on the host).  ``label_names``: what
+        each class id means (the data set's); ``top``: how many ranked classes to keep.
+        A head that has no answer for a single example (e.g. a contrastive objective,
+        which scores examples against each other) keeps this default."""
+        raise ConfigError(f"head {type(self).__name__} declares no answer for a single example",
+                          hint="its metrics are what it gives: use `fusionjax evaluate`")
 
 
 @dataclass(frozen=True)
@@ -175,6 +207,8 @@ class Dataset(abc.ABC):
     """
 
     spec: Mapping[str, FieldSpec]
+    # the splits it has, e.g. ("train", "test"); a class attribute or a property
+    splits: tuple[str, ...]
     num_classes: int | None = None
     label_names: tuple[str, ...] | None = None  # what each class id means, for `predict`
     # examples skipped as unreadable (``on_error = "skip"``): one line each, file and row
@@ -182,10 +216,22 @@ class Dataset(abc.ABC):
     # inputs marked absent instead (``on_error = "absent"``): modality -> one line per
     # example, naming the file and row and why
     absent_inputs: Mapping[str, Sequence[str]] = MappingProxyType({})
+    # The smallest constructor settings it is tested with (data it ships or generates).
+    test_settings: ClassVar[Mapping[str, Any] | None] = None
 
     @property
     def modalities(self) -> tuple[str, ...]:
         return tuple(k for k in self.spec if k != LABEL and not k.startswith(MASK_PREFIX))
+
+    def check_split(self, split: str, *, key: str | None = None, name: str | None = None) -> None:
+        """A :class:`~fusionjax.errors.ConfigError` (with a did-you-mean, at ``key``)
+        unless ``split`` is one of :attr:`splits`; ``name``: the data set's, as the user
+        wrote it (default: its class name)."""
+        splits = tuple(self.splits)
+        if split not in splits:
+            raise ConfigError(f"data set {name or type(self).__name__!r} has no split {split!r}"
+                              f"{did_you_mean(str(split), splits)}", key=key,
+                              hint=f"its splits are: {', '.join(splits)}")
 
     @abc.abstractmethod
     def size(self, split: str) -> int:

@@ -169,9 +169,10 @@ def test_cli_config_check_exit_codes(tmp_path):
 def test_checks_that_need_the_data_set_happen_at_assembly(tiny_config):
     msg = config_error(tiny_config, "train.batch_size=100000")
     assert msg.startswith("train.batch_size: 100000 is larger than the 512 training examples")
-    msg = config_error(tiny_config, "train.eval_split=valid")
-    assert msg.startswith("train.eval_split: data set 'datasets/synthetic' has no split 'valid'")
-    assert "train, test" in msg
+    msg = config_error(tiny_config, "train.eval_split=tset")
+    assert msg.startswith("train.eval_split: data set 'datasets/synthetic' has no split 'tset' "
+                          "(did you mean 'test'?)")
+    assert "its splits are: train, test" in msg
 
 
 def test_optimizer_arguments_are_type_checked(tiny_config):

@@ -114,8 +114,9 @@ def test_spec_shapes_and_labels(ds):
     brightness = data["image"].mean(axis=(1, 2, 3))
     for a, b_ in (("low", "mid"), ("mid", "high")):
         assert brightness[names == a].max() < brightness[names == b_].min()
-    with pytest.raises(KeyError, match="unknown split 'valid'"):
+    with pytest.raises(ConfigError, match="has no split 'valid'") as e:
         ds.size("valid")
+    assert "its splits are: train, test" in str(e.value)
 
 
 def test_batches_shuffle_and_remainder(ds):

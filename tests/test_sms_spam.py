@@ -30,7 +30,7 @@ def full() -> SmsSpamDataset:
 @full_set
 def test_full_set_sizes_and_stratified_split(full):
     assert len(full.texts) == 5574 and int(full.labels.sum()) == 747
-    train, test = full.splits["train"], full.splits["test"]
+    train, test = full.rows["train"], full.rows["test"]
     assert len(np.intersect1d(train, test)) == 0  # no message (by index) in both splits
     np.testing.assert_array_equal(np.sort(np.concatenate([train, test])), np.arange(5574))
     # 80/20 of each class: ham 4,827 -> 3,862 + 965, spam 747 -> 598 + 149
@@ -43,9 +43,9 @@ def test_full_set_sizes_and_stratified_split(full):
 
 @full_set
 def test_full_set_vocabulary_from_train_only(full):
-    train_words = {w for i in full.splits["train"] for w in words(full.texts[i])}
+    train_words = {w for i in full.rows["train"] for w in words(full.texts[i])}
     assert set(full.vocab.itos[2:]) == train_words  # max_vocab=None, min_count=1: every train word
-    test_only = {w for i in full.splits["test"] for w in words(full.texts[i])} - train_words
+    test_only = {w for i in full.rows["test"] for w in words(full.texts[i])} - train_words
     assert len(test_only) > 100
     for w in sorted(test_only)[:50]:
         assert full.vocab.encode(w, 1)[0] == UNK
@@ -67,14 +67,14 @@ def test_default_root_is_the_shipped_copy(monkeypatch):
 @full_set
 def test_full_set_determinism(full):
     again = SmsSpamDataset(root=str(SHARED), max_vocab=None)
-    np.testing.assert_array_equal(again.splits["test"], full.splits["test"])
+    np.testing.assert_array_equal(again.rows["test"], full.rows["test"])
     assert again.vocab.itos == full.vocab.itos
     one = next(full.batches("train", 64, seed=7, shuffle=True, drop_remainder=True))
     two = next(again.batches("train", 64, seed=7, shuffle=True, drop_remainder=True))
     for key in one:
         np.testing.assert_array_equal(one[key], two[key])
     other = SmsSpamDataset(root=str(SHARED), seed=1, max_vocab=None)
-    assert not np.array_equal(other.splits["test"], full.splits["test"])
+    assert not np.array_equal(other.rows["test"], full.rows["test"])
 
 
 # -- small generated files ----------------------------------------------------------------
@@ -106,12 +106,13 @@ def test_small_set(tmp_path):
     assert batch["text"].shape == (8, 6) and batch["text"].dtype == np.int32
     assert batch["label"].shape == (8,) and batch["label"].dtype == np.int32
     assert "prize" in ds.vocab.stoi and "o'clock" in ds.vocab.stoi
-    for row, i in enumerate(ds.splits["test"]):
+    for row, i in enumerate(ds.rows["test"]):
         np.testing.assert_array_equal(ds.encode("text", ds.texts[i]), ds.arrays("test")["text"][row])
     with pytest.raises(DataError, match="no modality 'image'"):
         ds.encode("image", "x.png")
-    with pytest.raises(KeyError, match="unknown split 'valid'"):
+    with pytest.raises(ConfigError, match="has no split 'valid'") as e:
         ds.size("valid")
+    assert "its splits are: train, test" in str(e.value)
 
 
 def test_save_restore(tmp_path):

@@ -25,6 +25,8 @@ from fusionjax_plugins.datasets.digits_base import DigitsBase, pick_per_class
 
 
 class AVDigits(DigitsBase):
+
+    test_settings = {"train_size": 40, "test_size": 20, "num_samples": 2000}
     def __init__(
         self,
         *,

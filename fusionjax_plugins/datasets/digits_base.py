@@ -44,9 +44,10 @@ class DigitsBase(Dataset):
     def recordings(self, split: str) -> sources.Recordings:
         return sources.fsdd(self.fsdd_dir, split, self.sample_rate, self.num_samples, self.align)
 
+    splits = SPLITS
+
     def size(self, split: str) -> int:
-        if split not in SPLITS:
-            raise KeyError(f"unknown split {split!r}; this data set has: {', '.join(SPLITS)}")
+        self.check_split(split)
         requested = self.requested[split]
         if requested is not None and requested < 1:
             raise ConfigError(f"must be >= 1 (or left out for the whole split), got {requested}",

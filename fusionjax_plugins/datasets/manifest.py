@@ -52,6 +52,7 @@ import numpy as np
 from fusionjax.data.audio import load_audio
 from fusionjax.data.batching import array_batches
 from fusionjax.data.image import normalize, read_image
+from fusionjax.data.locate import shipped_root
 from fusionjax.data.splits import split_indices
 from fusionjax.data.text import Vocabulary, words
 from fusionjax.errors import ConfigError, DataError, did_you_mean
@@ -64,7 +65,6 @@ TEXT_KINDS = ("text", "text_file")
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 VOCAB_FILE = "vocab.json"
 MAX_LISTED = 5  # problems quoted in one error message
-ON_ERROR = ("raise", "skip", "absent")
 
 
 @dataclass
@@ -79,6 +79,11 @@ class _Row:
 
 class ManifestDataset(Dataset):
     """Examples listed in a CSV (with a header row) or JSONL manifest."""
+
+    # the shipped sample manifest: 36 spoken digits (FSDD) with a text each, three classes
+    test_settings = {"path": str(shipped_root() / "samples" / "spoken_digits.csv"),
+                         "modalities": {"audio": "audio", "text": "text"}, "sample_rate": 8000,
+                         "num_samples": 2000, "max_len": 8, "test_fraction": 0.25}
 
     def __init__(
         self,
@@ -237,10 +242,7 @@ class ManifestDataset(Dataset):
         if s["max_vocab"] is not None and s["max_vocab"] < 3:
             raise ConfigError(f"must be >= 3 (padding, unknown and one word), got {s['max_vocab']}",
                               key="max_vocab")
-        for key, choices in (("align", ("center", "start")), ("on_error", ON_ERROR)):
-            if s[key] not in choices:
-                raise ConfigError(f"must be one of {', '.join(map(repr, choices))}, got {s[key]!r}",
-                                  key=key)
+        # align and on_error are Literal[...] parameters: the config binding checks them
 
     # -- reading the manifest -------------------------------------------------------------
 
@@ -434,9 +436,12 @@ class ManifestDataset(Dataset):
             out = {m: a[keep] for m, a in out.items()}
         self._decoded[split] = out
 
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return tuple(self._splits)
+
     def _check_split(self, split: str) -> str:
-        if split not in self._splits:
-            raise KeyError(f"unknown split {split!r}; this data set has: {', '.join(self._splits)}")
+        self.check_split(split)
         return split
 
     def arrays(self, split: str) -> Batch:

@@ -58,6 +58,8 @@ def read_collection(path: Path) -> tuple[list[str], np.ndarray]:
 class SmsSpamDataset(Dataset):
     """Text messages labelled ham (0) or spam (1)."""
 
+    test_settings = {"max_len": 16, "max_vocab": 200}
+
     label_names = LABELS
     num_classes = 2
 
@@ -83,30 +85,31 @@ class SmsSpamDataset(Dataset):
         self.path = data_dir(root, "sms_spam") / FILE
         self.max_len = max_len
         self.texts, self.labels = read_collection(self.path)
-        self.splits = split_indices(len(self.texts), {"train": 1.0 - test_fraction,
+        self.rows = split_indices(len(self.texts), {"train": 1.0 - test_fraction,
                                                       "test": test_fraction},
                                     seed=seed, stratify=self.labels)
-        self.vocab = Vocabulary.build((self.texts[i] for i in self.splits["train"]),
+        self.vocab = Vocabulary.build((self.texts[i] for i in self.rows["train"]),
                                       max_size=max_vocab, min_count=min_count)
         self.spec = {"text": FieldSpec((max_len,), "int32", {"vocab_size": len(self.vocab)}),
                      LABEL: FieldSpec((), "int32")}
         self._cache: dict[str, Batch] = {}
 
+    splits = ("train", "test")
+
     def _check_split(self, split: str) -> str:
-        if split not in self.splits:
-            raise KeyError(f"unknown split {split!r}; this data set has: {', '.join(self.splits)}")
+        self.check_split(split)
         return split
 
     def resolved_settings(self) -> dict:
         return {"root": str(self.path.parent.parent)}
 
     def size(self, split: str) -> int:
-        return len(self.splits[self._check_split(split)])
+        return len(self.rows[self._check_split(split)])
 
     def arrays(self, split: str) -> Batch:
         """The whole split as arrays (encoded on first use)."""
         if split not in self._cache:
-            idx = self.splits[self._check_split(split)]
+            idx = self.rows[self._check_split(split)]
             ids = np.array([self.vocab.encode(self.texts[i], self.max_len) for i in idx], np.int32)
             self._cache[split] = {"text": ids.reshape(len(idx), self.max_len),
                                   LABEL: self.labels[idx]}

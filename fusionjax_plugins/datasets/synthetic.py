@@ -30,6 +30,9 @@ MODALITIES = ("image", "text", "audio")
 
 
 class SyntheticDataset(Dataset):
+
+    test_settings = {"num_classes": 3, "train_size": 48, "test_size": 24, "image_size": 8, "seq_len": 6,
+                         "vocab_size": 20, "num_samples": 400}
     def __init__(
         self,
         *,
@@ -79,9 +82,10 @@ class SyntheticDataset(Dataset):
     def size(self, split: str) -> int:
         return self.sizes[self._check_split(split)]
 
+    splits = ("train", "test")
+
     def _check_split(self, split: str) -> str:
-        if split not in self.sizes:
-            raise KeyError(f"unknown split {split!r}; this data set has: {', '.join(self.sizes)}")
+        self.check_split(split)
         return split
 
     def arrays(self, split: str) -> Batch:

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fusionjax.errors import ConfigError
-from fusionjax.interfaces import Encoder, TokenSequence
+from fusionjax.interfaces import Encoder, FieldSpec, TokenSequence
 from fusionjax_plugins.layers.conv import ConvStack, Pool
 
 
@@ -25,6 +25,9 @@ class CNNImageEncoder(Encoder):
 
     Example (MNIST-sized): ``channels=[32, 64], readout="flatten", dense=128``.
     """
+
+    test_settings = {"channels": [4, 8], "dense": 16}
+    test_input = FieldSpec((12, 12, 1), "float32")
 
     def __init__(
         self,

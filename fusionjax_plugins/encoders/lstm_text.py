@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fusionjax.errors import ConfigError
-from fusionjax.interfaces import Encoder, TokenSequence
+from fusionjax.interfaces import Encoder, FieldSpec, TokenSequence
 from fusionjax_plugins.kernels.lstm import lstm_recurrence
 
 
@@ -47,6 +47,9 @@ class LSTMTextEncoder(Encoder):
     Padding (id 0) never changes the result.  The token sequence is the last
     layer's per-token outputs with ``valid = ids != 0``.
     """
+
+    test_settings = {"vocab_size": 30, "embed_dim": 8, "hidden": 8, "bidirectional": True, "layers": 2}
+    test_input = FieldSpec((7,), "int32", {"vocab_size": 30})
 
     def __init__(
         self,

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fusionjax.errors import ConfigError
-from fusionjax.interfaces import Encoder, TokenSequence
+from fusionjax.interfaces import Encoder, FieldSpec, TokenSequence
 from fusionjax_plugins.layers import spectrogram as frontend
 from fusionjax_plugins.layers.conv import ConvStack, Pool
 
@@ -31,6 +31,10 @@ class SpectrogramAudioEncoder(Encoder):
     and the STFT and mel filterbank run in float32; the log-mel spectrogram is cast
     to the parameters' dtype before the conv stack.
     """
+
+    test_settings = {"sample_rate": 8000, "n_fft": 64, "hop_length": 32, "n_mels": 16,
+                         "channels": [4, 8], "dense": 16}
+    test_input = FieldSpec((800,), "float32", {"sample_rate": 8000})
 
     full_precision_input = True
 

@@ -31,6 +31,8 @@ class AttentionFusion(Fusion):
     for inspection.
     """
 
+    test_settings = {"features": 8, "attention_features": 4}
+
     def __init__(self, in_features: Mapping[str, int], *, features: int = 128,
                  attention_features: int = 64, rngs: nnx.Rngs):
         check_features(attention_features, "attention_features")

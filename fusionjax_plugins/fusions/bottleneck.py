@@ -30,6 +30,8 @@ class BottleneckFusion(Fusion):
     modalities the example has, so an absent modality writes nothing anywhere.
     """
 
+    test_settings = {"features": 8, "heads": 2, "layers": 2, "unimodal_layers": 1, "bottlenecks": 2}
+
     uses_tokens = True
 
     def __init__(self, in_features: Mapping[str, int], *, token_features: Mapping[str, int],

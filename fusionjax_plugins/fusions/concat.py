@@ -19,6 +19,8 @@ class ConcatFusion(Fusion):
     (Baltrusaitis et al., 2019, "Multimodal Machine Learning: A Survey and
     Taxonomy", IEEE TPAMI; MultiBench's ``Concat``)."""
 
+    test_settings = {}
+
     def __init__(self, in_features: Mapping[str, int], *, rngs: nnx.Rngs):
         self.modalities = tuple(sorted(in_features))
         self.out_features = sum(in_features.values())

@@ -27,6 +27,8 @@ class FiLMFusion(Fusion):
     modulated modality gives ``x = 0``, leaving ``beta(c)`` -- what the others say.
     """
 
+    test_settings = {"modality": "b"}
+
     def __init__(self, in_features: Mapping[str, int], *, modality: str | None = None,
                  rngs: nnx.Rngs):
         self.modality = pick_modality(modality, in_features, "modality", "modulated modality")

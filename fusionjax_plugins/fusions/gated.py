@@ -28,6 +28,8 @@ class GatedFusion(Fusion):
     over the modalities the example has.
     """
 
+    test_settings = {"features": 8}
+
     def __init__(self, in_features: Mapping[str, int], *, features: int = 128, rngs: nnx.Rngs):
         check_features(features)
         self.modalities = tuple(sorted(in_features))

@@ -28,6 +28,8 @@ class LowRankFusion(Fusion):
     never reaches the output.
     """
 
+    test_settings = {"features": 8, "rank": 3}
+
     def __init__(self, in_features: Mapping[str, int], *, features: int = 128, rank: int = 4,
                  rngs: nnx.Rngs):
         check_features(features)

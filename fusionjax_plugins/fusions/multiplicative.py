@@ -28,6 +28,8 @@ class MultiplicativeFusion(Fusion):
     falls back to ``V x + b``); an absent ``x`` leaves ``U z + b``.
     """
 
+    test_settings = {"features": 8}
+
     def __init__(self, in_features: Mapping[str, int], *, modality: str | None = None,
                  features: int = 64, max_params: int = 16_777_216, rngs: nnx.Rngs):
         check_features(features)

@@ -33,6 +33,8 @@ class MeanFusion(_Pooling):
     "Multimodal Machine Learning: A Survey and Taxonomy").
     """
 
+    test_settings = {"features": 8}
+
     def __call__(self, embeddings, masks, tokens=None) -> jax.Array:
         values, have = self._stack(embeddings, masks)
         total = jnp.sum(jnp.where(have[..., None], values, 0.0), axis=1)
@@ -46,6 +48,8 @@ class MaxFusion(_Pooling):
     Max pooling across modalities is the symmetric, order-free aggregator of deep
     sets (Zaheer et al., 2017, "Deep Sets"), used for fusion e.g. in TorchMultimodal's
     ``DeepsetFusionModule``."""
+
+    test_settings = {"features": 8}
 
     def __call__(self, embeddings, masks, tokens=None) -> jax.Array:
         values, have = self._stack(embeddings, masks)

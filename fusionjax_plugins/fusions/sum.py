@@ -23,6 +23,8 @@ class SumFusion(Fusion):
     A Survey and Taxonomy", IEEE TPAMI), e.g. TorchMultimodal's ``sum`` fusion.
     """
 
+    test_settings = {}
+
     def __init__(self, in_features: Mapping[str, int], *, features: int | None = None,
                  rngs: nnx.Rngs):
         self.modalities = tuple(sorted(in_features))

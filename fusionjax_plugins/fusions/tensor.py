@@ -32,6 +32,8 @@ class TensorFusion(Fusion):
     intends); its data never reaches the output.
     """
 
+    test_settings = {"project": 3}
+
     def __init__(self, in_features: Mapping[str, int], *, project: int | None = None,
                  max_features: int = 32768, rngs: nnx.Rngs):
         self.modalities = tuple(sorted(in_features))

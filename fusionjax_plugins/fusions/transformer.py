@@ -33,6 +33,8 @@ class CrossModalTransformer(Fusion):
     are all absent keeps its own tokens (attention over no keys adds nothing).
     """
 
+    test_settings = {"features": 8, "heads": 2, "layers": 1, "self_layers": 1}
+
     uses_tokens = True
 
     def __init__(self, in_features: Mapping[str, int], *, token_features: Mapping[str, int],

@@ -10,6 +10,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from fusionjax.answers import ClassAnswer, ranked
 from fusionjax.errors import ConfigError
 from fusionjax.interfaces import FieldSpec, Head
 from fusionjax_plugins.layers.mlp import apply_hidden, hidden_layers
@@ -26,6 +27,9 @@ class ClassificationHead(Head):
     of class 1 (the positive class, e.g. "spam").  ``num_classes`` defaults to the
     data set's.
     """
+
+    test_settings = {"num_classes": 5, "hidden": [8], "label_smoothing": 0.1}
+    test_labels = FieldSpec((), "int32", {"num_classes": 5})
 
     def __init__(self, in_features: int, *, num_classes: int, hidden: tuple[int, ...] = (),
                  label_smoothing: float = 0.0, rngs: nnx.Rngs):
@@ -67,6 +71,10 @@ class ClassificationHead(Head):
     def probabilities(self, predictions: jax.Array) -> jax.Array:
         """``[B, num_classes]`` class probabilities."""
         return jax.nn.softmax(predictions, axis=-1)
+
+    def answer(self, predictions, *, label_names=None, top=3) -> list[ClassAnswer]:
+        probs = np.asarray(self.probabilities(jnp.asarray(predictions)))
+        return [ClassAnswer(ranked(p, label_names, top)) for p in probs]
 
     def metric_stats(self, predictions, labels, weights):
         losses = optax.softmax_cross_entropy_with_integer_labels(predictions, labels)

@@ -12,7 +12,7 @@ import numpy as np
 from flax import nnx
 
 from fusionjax.errors import ConfigError, did_you_mean
-from fusionjax.interfaces import Head
+from fusionjax.interfaces import FieldSpec, Head
 
 MAX_SCALE = 100.0  # CLIP clips the learned logit scale (1 / temperature) at 100
 _MASKED = -1e9  # logit of a candidate that is not one (finite: no NaN when none is left)
@@ -49,6 +49,13 @@ class ContrastiveHead(Head):
     """
 
     inputs: ClassVar[Literal["fused", "embeddings"]] = "embeddings"
+    test_settings = {"features": 8}
+    test_labels = FieldSpec((), "int32", {"num_classes": 10})
+
+    def answer(self, predictions, *, label_names=None, top=3):
+        raise ConfigError("a contrastive head has no answer for a single example: it scores how "
+                          "well modalities match one another within a batch",
+                          hint="use `fusionjax evaluate RUN_DIR` for its retrieval metrics")
 
     def __init__(self, in_features: Mapping[str, int], *, modalities: tuple[str, str] | None = None,
                  features: int = 128, temperature: float = 0.07, learn_temperature: bool = True,

@@ -10,6 +10,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from fusionjax.answers import LabelsAnswer, ranked
 from fusionjax.errors import ConfigError
 from fusionjax.interfaces import FieldSpec, Head
 from fusionjax_plugins.layers.mlp import apply_hidden, hidden_layers
@@ -73,6 +74,17 @@ class MultiLabelHead(Head):
 
     def loss(self, predictions, labels):
         return optax.sigmoid_binary_cross_entropy(predictions, labels.astype(predictions.dtype)).mean()
+
+    test_settings = {"num_classes": 4, "hidden": [8]}
+    test_labels = FieldSpec((4,), "float32", {"binary": True})
+
+    def answer(self, predictions, *, label_names=None, top=3) -> list[LabelsAnswer]:
+        out = []
+        for p in np.asarray(self.probabilities(jnp.asarray(predictions))):
+            everything = ranked(p, label_names, len(p))
+            chosen = tuple(s for s in everything if s.probability >= self.threshold)
+            out.append(LabelsAnswer(chosen, self.threshold, everything[: max(1, top)]))
+        return out
 
     def probabilities(self, predictions: jax.Array) -> jax.Array:
         """``[B, num_classes]`` per-class probabilities (independent sigmoids)."""

@@ -7,7 +7,10 @@ JAX starts its threads.
 
     import fusionjax as fj
     assembly = fj.assemble(fj.load_config("examples/three_modality.toml", ["train.steps=50"]))
-    model = assembly.build()
+    result = fj.train(assembly, "runs/notebook")
+    run = fj.load_run(result.run_dir)
+    run.evaluate("test").metrics
+    run.predict(image="digit.png", text="seven").to_json()
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ _EXPORTS = {
     "load_config": "fusionjax.config",
     "assemble": "fusionjax.assembly",
     "train": "fusionjax.training.loop",
+    "load_run": "fusionjax.rundir",
+    "Run": "fusionjax.rundir",
+    "RunDir": "fusionjax.rundir",
+    "Answer": "fusionjax.answers",
+    "RunError": "fusionjax.errors",
     "FusionJaxError": "fusionjax.errors",
     "ConfigError": "fusionjax.errors",
     "ComponentError": "fusionjax.errors",
@@ -44,14 +52,16 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from fusionjax.answers import Answer
     from fusionjax.assembly import assemble
     from fusionjax.config import load_config
-    from fusionjax.errors import ComponentError, ConfigError, DataError, FusionJaxError, PluginError
+    from fusionjax.errors import ComponentError, ConfigError, DataError, FusionJaxError, PluginError, RunError
     from fusionjax.hookspecs import hookimpl
     from fusionjax.interfaces import Dataset, Encoder, FieldSpec, Fusion, Head, TokenSequence
     from fusionjax.model import FusionModel
     from fusionjax.plugins import default_registry
     from fusionjax.registry import Registry
+    from fusionjax.rundir import Run, RunDir, load_run
     from fusionjax.training.loop import train
 
 

@@ -82,6 +82,7 @@ class Assembly:
     optimizer: optax.GradientTransformation
     # update number (0-based) -> learning rate; None for an optimiser without one
     learning_rate: Callable[[Any], Any] | None = None
+    devices: int = 1  # the device count the batch sizes were checked against
 
     def learning_rate_at(self, update: int) -> float | None:
         """The learning rate of optimiser update ``update`` (0-based: the first train step
@@ -198,6 +199,8 @@ def assemble(config: Mapping[str, Any], registry: Registry | None = None) -> Ass
     config = dict(config)
     check_top_level(config)
     train = train_config(config)
+    devices = jax.device_count()
+    train.check_devices(devices)
     optimizer = make_optimizer(train.optimizer, steps=train.steps)
     train = dataclasses.replace(train, optimizer=optimizer.section)
 
@@ -287,7 +290,7 @@ def assemble(config: Mapping[str, Any], registry: Registry | None = None) -> Ass
                               f"{tuple(label.shape)}, {label.dtype})", key=e.key, hint=e.hint) from None
 
     assembly = Assembly(config, dataset, data_part, encoders, fusion, head, train,
-                        optimizer.transform, optimizer.learning_rate)
+                        optimizer.transform, optimizer.learning_rate, devices)
     _check_forward(assembly, widths, fused)
     fast_paths.check()  # FUSIONJAX_FAST_PATHS, now that the components declared theirs
     return assembly
@@ -326,30 +329,24 @@ def _width(module: Any, attr: str, part: Part) -> int:
 
 
 def _check_forward(assembly: Assembly, widths: Mapping[str, int], fused: int | None) -> None:
-    """One abstract forward pass and loss: every declared width must be the real one."""
+    """One abstract pass of the model's own forward, loss and metrics: every declared
+    width must be the real one, and every failure names the component it is in."""
     batch = assembly.example_batch(2)
 
     def run(b):
         model = assembly.build(0)
-        out = {}
-        for m, enc in model.encoders.items():
+        for m, enc in model.encoders.items():  # each encoder alone, to name the one that fails
             part = assembly.encoders[m]
             try:
-                out[m] = enc(b[m])
+                out = enc(b[m])
             except Exception as e:  # noqa: BLE001 - report which encoder and input
                 raise ConfigError(
                     f"cannot encode {m} of shape {b[m].shape} {b[m].dtype}: "
                     f"{type(e).__name__}: {e} ({part.owner})", key=part.key) from None
-            _expect(out[m].shape, (2, widths[m]), part, "its output")
-        masks = {m: jax.numpy.ones((2,), bool) for m in out}
-        if model.fusion is None:
-            predictions = model.head(out, masks)
-        else:
-            tokens = ({m: model.encoders[m].tokens(b[m]) for m in out}
-                      if model.fusion.uses_tokens else None)
-            fused_out = model.fusion(out, masks, tokens)
-            _expect(fused_out.shape, (2, fused), assembly.fusion, "its output")
-            predictions = model.head(fused_out)
+            _expect(out.shape, (2, widths[m]), part, "its output")
+        if model.fusion is not None:
+            _expect(model.features(b).shape, (2, fused), assembly.fusion, "its output")
+        predictions = model(b)
         if LABEL in b:
             try:
                 model.head.loss(predictions, b[LABEL])
@@ -364,9 +361,7 @@ def _check_forward(assembly: Assembly, widths: Mapping[str, int], fused: int | N
 
     try:
         jax.eval_shape(run, batch)
-    except ConfigError:
-        raise
-    except DataError:
+    except (ConfigError, DataError):
         raise
     except Exception as e:  # noqa: BLE001
         raise ConfigError(f"the model cannot run on the data set's shapes: {type(e).__name__}: {e}",

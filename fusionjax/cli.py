@@ -1,7 +1,8 @@
 """The ``fusionjax`` command: parse, call the library, print, exit.
 
-Exit codes: 0 success; 2 usage or config error (a message, no traceback);
-1 failure at run time.
+Each command parses its arguments, calls the library (the same functions the Python
+API offers) and prints.  Exit codes: 0 success; 2 a usage, config or run-directory
+error (a message, no traceback); 1 a failure at run time (data, training).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from fusionjax.errors import ConfigError, DataError, FusionJaxError, TrainingError
+from fusionjax.errors import ConfigError, DataError, FusionJaxError, RunError, TrainingError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingError as e:
         print(f"fusionjax: training stopped: {e}", file=sys.stderr)
         return 1
+    except RunError as e:
+        print(f"fusionjax: run directory error: {e}", file=sys.stderr)
+        return 2
     except FusionJaxError as e:
         print(f"fusionjax: error: {e}", file=sys.stderr)
         return 2
@@ -56,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="metrics of a trained run on a split")
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--split", default=None, help="default: the run's train.eval_split")
-    e.add_argument("--batch-size", type=int, default=None)
+    e.add_argument("--batch-size", type=_positive_int, default=None)
     absent = e.add_mutually_exclusive_group()
     absent.add_argument("--drop", action="append", default=[], metavar="MODALITY",
                         help="treat MODALITY as absent in every example (repeatable)")
@@ -70,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="+", metavar="modality=VALUE",
                     help='a file path (image=digit.png, audio=seven.wav) or the text itself '
                          '(text="what is the sum"); modalities left out count as absent')
-    pr.add_argument("--top", type=int, default=3, help="how many classes to list")
+    pr.add_argument("--top", type=_positive_int, default=3, help="how many classes to list (>= 1)")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=_predict)
 
@@ -126,6 +130,16 @@ def _assemble(args):
     return assemble(load_config(args.config, args.overrides))
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text!r}")
+    return value
+
+
 def _train(args) -> int:
     explicit = (args.coordinator, args.num_processes, args.process_id)
     if any(v is not None for v in explicit) and not all(v is not None for v in explicit):
@@ -152,16 +166,15 @@ def _train(args) -> int:
 
 
 def _resume(args) -> int:
-    run_dir = Path(args.run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise ConfigError(f"{run_dir}: not a fusionjax run directory (no config.json)")
-    args.config, args.overrides, args.output_dir = str(run_dir / "config.json"), [], str(run_dir)
+    from fusionjax.rundir import RunDir
+
+    run = RunDir(args.run_dir)
+    config = run.read_config()  # NotARunError where there is no run
+    args.config, args.overrides, args.output_dir = str(run.config_file), [], str(run.path)
     try:
         return _train(args)
     except ConfigError as e:  # e.g. a plugin the run used is no longer installed
-        from fusionjax.runs import missing_plugin_hint
-
-        raise ConfigError(f"{e}{missing_plugin_hint(run_dir, e)}") from None
+        raise ConfigError(f"{e}{run.plugin_hint(e, config)}") from None
 
 
 def _plot(args) -> int:
@@ -177,10 +190,8 @@ def _plot(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from fusionjax.parallel import data_mesh
-    from fusionjax.runs import load_run
-    from fusionjax.training.loop import check_modalities, evaluate_split
-    from fusionjax.training.step import make_steps
+    from fusionjax.evaluation import check_modalities
+    from fusionjax.rundir import load_run
 
     run = load_run(args.run_dir)
     try:
@@ -189,23 +200,19 @@ def _evaluate(args) -> int:
         raise ConfigError(f"--drop: {e.message}", hint=e.hint) from None
     split = args.split or run.assembly.train.eval_split
     try:
-        run.assembly.dataset.size(split)
-    except Exception as e:  # noqa: BLE001 - the data set says which splits it has
-        raise ConfigError(f"--split {split!r}: {e}") from None
-    mesh = data_mesh()
-    if args.batch_size is not None and args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    batch = args.batch_size or run.assembly.train.eval_batch_size or run.assembly.train.batch_size
-    batch += -batch % mesh.devices.size
-    steps = make_steps(run.model, run.assembly.optimizer, mesh,
-                       shard_params=run.assembly.train.shard_params)
+        run.assembly.dataset.check_split(split, name=run.assembly.data_part.spec.qualified_name)
+    except ConfigError as e:
+        raise ConfigError(f"--split: {e.message}", hint=e.hint) from None
     size = run.assembly.dataset.size(split)
     if args.sweep:
-        return _print_sweep(run, split, size, steps, batch, mesh, args.json)
+        return _print_sweep(run.path, split, size, run.sweep(split, batch_size=args.batch_size),
+                            args.json)
     drop = tuple(dict.fromkeys(args.drop))
     try:
-        metrics, scored = evaluate_split(steps, steps.init, run.assembly, split, batch, mesh, drop=drop)
+        metrics, scored = run.evaluate(split, batch_size=args.batch_size, drop=drop)
     except ConfigError as e:
+        if e.key in ("--batch-size", "train.eval_batch_size"):
+            raise
         raise ConfigError(f"--drop: {e.message}", hint=e.hint) from None
     if args.json:
         print(json.dumps({"run": str(run.path), "split": split, "dropped": list(drop),
@@ -217,10 +224,7 @@ def _evaluate(args) -> int:
     return 0
 
 
-def _print_sweep(run, split: str, size: int, steps, batch: int, mesh, as_json: bool) -> int:
-    from fusionjax.sweep import sweep
-
-    rows = sweep(steps, steps.init, run.assembly, split, batch, mesh)
+def _print_sweep(path, split: str, size: int, rows, as_json: bool) -> int:
     if as_json:
         print(json.dumps([{"condition": r.condition.name, "dropped": list(r.condition.drop),
                            "examples": r.examples, **r.metrics} for r in rows]))
@@ -230,7 +234,7 @@ def _print_sweep(run, split: str, size: int, steps, batch: int, mesh, as_json: b
     table += [[r.condition.name, *(f"{r.metrics[k]:.4f}" for k in names), str(r.examples)]
               for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
-    print(f"{run.path} [{split}, {size} examples]")
+    print(f"{path} [{split}, {size} examples]")
     for line in table:
         print("  ".join([line[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(line[1:], widths[1:])])
               .rstrip())
@@ -238,81 +242,17 @@ def _print_sweep(run, split: str, size: int, steps, batch: int, mesh, as_json: b
 
 
 def _predict(args) -> int:
-    import numpy as np
+    from fusionjax.rundir import load_run
 
-    from fusionjax.interfaces import mask_key
-    from fusionjax.runs import load_run
-
-    run = load_run(args.run_dir)
-    model, dataset = run.model, run.assembly.dataset
-    if getattr(model.head, "inputs", "fused") == "embeddings":
-        raise ConfigError("predict has no single answer for a contrastive head (it scores how well "
-                          f"modalities match one another within a batch; {type(model.head).__name__})",
-                          hint=f"use `fusionjax evaluate {args.run_dir}` for its retrieval metrics")
     given = {}
     for item in args.inputs:
         name, sep, value = item.partition("=")
-        if not sep or name not in model.modalities:
-            raise ConfigError(f"input {item!r}: expected modality=VALUE with a modality of this "
-                              f"model: {', '.join(model.modalities)}")
+        if not sep or not name:
+            raise ConfigError(f"input {item!r}: expected modality=VALUE",
+                              hint='e.g. image=digit.png audio=seven.wav text="what is the sum"')
         given[name] = value
-    batch = {}
-    for m in model.modalities:
-        field = dataset.spec[m]
-        present = m in given
-        try:
-            x = dataset.encode(m, given[m]) if present else np.zeros(field.shape, field.dtype)
-        except NotImplementedError as e:
-            raise ConfigError(f"predict: {e}") from None
-        batch[m] = np.asarray(x)[None]
-        batch[mask_key(m)] = np.array([present])
-    head = model.head
-    absent = [m for m in model.modalities if m not in given]
-    if hasattr(head, "values"):  # regression
-        return _print_values(np.asarray(head.values(model(batch)))[0], absent, args.json)
-    if not hasattr(head, "probabilities"):
-        raise ConfigError(f"head {type(head).__name__} has neither probabilities() nor values(): "
-                          "predict supports classification, multilabel and regression heads")
-    probs = np.asarray(head.probabilities(model(batch)))[0]
-    names = dataset.label_names or tuple(str(i) for i in range(len(probs)))
-    top = np.argsort(-probs)[: max(1, args.top)]
-    ranked = [{"label": names[i], "class_id": int(i), "probability": float(probs[i])} for i in top]
-    threshold = getattr(head, "threshold", None)
-    if threshold is not None:  # multi-label: every label at or above the threshold
-        chosen = [{"label": names[i], "class_id": int(i), "probability": float(probs[i])}
-                  for i in np.argsort(-probs) if probs[i] >= threshold]
-        if args.json:
-            print(json.dumps({"labels": [c["label"] for c in chosen], "threshold": threshold,
-                              "predicted": chosen, "top": ranked, "absent": absent}))
-        else:
-            print(f"labels: {', '.join(c['label'] for c in chosen) or '(none)'}  "
-                  f"(probability >= {threshold:g})")
-            for r in ranked:
-                print(f"  {r['label']}: {r['probability']:.3f}")
-            if absent:
-                print(f"  (absent modalities: {', '.join(absent)})")
-        return 0
-    if args.json:
-        print(json.dumps({"answer": ranked[0]["label"], "probability": ranked[0]["probability"],
-                          "top": ranked, "absent": absent}))
-    else:
-        print(f"answer: {ranked[0]['label']}  (probability {ranked[0]['probability']:.3f})")
-        for r in ranked[1:]:
-            print(f"  then: {r['label']}  ({r['probability']:.3f})")
-        if absent:
-            print(f"  (absent modalities: {', '.join(absent)})")
-    return 0
-
-
-def _print_values(values, absent: list[str], as_json: bool) -> int:
-    """A regression head's answer: one number, or an array of the label's shape."""
-    value = values.item() if values.ndim == 0 else values.tolist()
-    if as_json:
-        print(json.dumps({"value": value, "absent": absent}))
-    else:
-        print(f"value: {value:.6g}" if values.ndim == 0 else f"values: {value}")
-        if absent:
-            print(f"  (absent modalities: {', '.join(absent)})")
+    answer = load_run(args.run_dir).predictor()(given, top=args.top)
+    print(json.dumps(answer.to_json()) if args.json else "\n".join(answer.lines()))
     return 0
 
 
@@ -333,7 +273,7 @@ def _print_summary(config: str, assembly) -> None:
     if ds.problems:
         print(f"       skipped {len(ds.problems)} unreadable examples, e.g. {ds.problems[0]}")
     if any(ds.absent_inputs.values()):
-        from fusionjax.training.loop import absent_summary
+        from fusionjax.evaluation import absent_summary
 
         print(f"       absent inputs: {absent_summary(ds.absent_inputs)}")
     from fusionjax.summary import format_summary, summarize

@@ -9,7 +9,16 @@ to fix it.  ``assert`` only guards internal invariants.
     ├── ComponentError   an unknown or ambiguous component name
     ├── PluginError      a plugin that cannot be loaded (strict mode)
     ├── DataError        a data set that cannot deliver what the model needs
-    └── TrainingError    a run that cannot go on (the loss became NaN/Inf)
+    ├── TrainingError    a run that cannot go on (the loss became NaN/Inf)
+    └── RunError         a run directory that cannot be used as asked
+        ├── NotARunError         no run there (no config.json)
+        ├── UnfinishedRunError   a run that has no final model yet (resume it)
+        ├── FinishedRunError     a finished run, which is never overwritten
+        ├── RunConfigMismatch    an unfinished run of another config
+        └── CorruptRunError      a file of the run that is unreadable or does not fit
+
+The command line exits with 2 for a usage, config or run-directory error and with 1
+for a data or training failure.
 """
 
 from __future__ import annotations
@@ -70,3 +79,32 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 class TrainingError(FusionJaxError, RuntimeError):
     """A run that cannot continue, e.g. its loss became NaN or infinite.  The
     message names the step and the last good checkpoint."""
+
+
+class RunError(FusionJaxError):
+    """A run directory that cannot be used as asked; ``path`` is the directory."""
+
+    def __init__(self, message: str, *, path=None, hint: str | None = None):
+        self.path, self.message, self.hint = path, message, hint
+        text = f"{path}: {message}" if path is not None else message
+        super().__init__(f"{text}\n  hint: {hint}" if hint else text)
+
+
+class NotARunError(RunError):
+    """No fusionjax run in that directory."""
+
+
+class UnfinishedRunError(RunError):
+    """The run has no final model yet: it is still training, or was stopped."""
+
+
+class FinishedRunError(RunError):
+    """The directory holds a finished run; fusionjax never overwrites one."""
+
+
+class RunConfigMismatch(RunError):
+    """The directory holds an unfinished run of a different config."""
+
+
+class CorruptRunError(RunError):
+    """A file of the run is unreadable, or does not fit the run's model."""

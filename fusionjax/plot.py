@@ -12,17 +12,19 @@ import json
 import math
 from pathlib import Path
 
-from fusionjax.errors import ConfigError, did_you_mean
+from fusionjax.errors import ConfigError, NotARunError, did_you_mean
+from fusionjax.rundir import RunDir
 
 NOT_METRICS = ("step", "split", "examples_per_s")
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
     """The records of ``run_dir/metrics.jsonl``; a torn last line (a run still writing) is skipped."""
-    path = run_dir / "metrics.jsonl"
+    run = RunDir(run_dir)
+    run.read_config()  # NotARunError where there is no run
+    path = run.metrics_file
     if not path.is_file():
-        raise ConfigError(f"{run_dir}: no metrics.jsonl (not a fusionjax run directory, "
-                          "or its training has not started)")
+        raise NotARunError(f"no {path.name}: its training has not started", path=run_dir)
     records = []
     for line in path.read_text().splitlines():
         try:

@@ -2,9 +2,10 @@
 
 ``fusionjax config check`` and the start of ``fusionjax train`` print it.  FLOPs come
 from XLA's cost analysis of the *lowered* programs (nothing is compiled, run or
-allocated): the forward pass of each component and of the whole model, and one
-training step (loss, gradients and optimiser update) at ``train.batch_size``, each
-divided by the batch size.
+allocated): the forward pass of each component and of the whole model, and the train
+step that ``fusionjax train`` runs (:func:`fusionjax.training.step.make_steps` with the
+run's settings: precision, gradient accumulation, modality dropout, the optimiser
+update) at ``train.batch_size``, each divided by the batch size.
 
 XLA counts the body of a loop once, whatever its trip count; :func:`estimate_flops`
 multiplies the body of each ``lax.scan`` (an LSTM's time steps) by its length.  A
@@ -19,7 +20,6 @@ from dataclasses import dataclass
 
 import jax
 import numpy as np
-import optax
 from flax import nnx
 from jax.extend.core import ClosedJaxpr, Jaxpr, jaxpr_as_fun, jaxprs_in_params
 
@@ -43,6 +43,7 @@ class ModelSummary:
     batch_size: int
     seconds: float  # spent estimating FLOPs
     note: str = ""  # why there are no FLOPs, when the cost analysis failed
+    step: str = ""  # the train step's settings, e.g. "bfloat16, 4 micro-batches"
 
 
 def summarize(assembly, *, flops: bool = True) -> ModelSummary:
@@ -68,7 +69,9 @@ def summarize(assembly, *, flops: bool = True) -> ModelSummary:
                         int(sum(np.prod(x.shape) for x in leaves)),
                         int(sum(np.prod(x.shape) * np.dtype(x.dtype).itemsize for x in leaves)),
                         per_part.get(key)))
-    return ModelSummary(rows, forward, train, batch_size, time.perf_counter() - t0, note)
+    cfg = assembly.train
+    step = cfg.precision + (f", {cfg.grad_accumulation} micro-batches" if cfg.grad_accumulation > 1 else "")
+    return ModelSummary(rows, forward, train, batch_size, time.perf_counter() - t0, note, step)
 
 
 def format_summary(summary: ModelSummary) -> list[str]:
@@ -83,8 +86,8 @@ def format_summary(summary: ModelSummary) -> list[str]:
     lines = [(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}"
               + "".join(f"  {c:>{w}}" for c, w in zip(row[2:], widths[2:]))).rstrip() for row in table]
     if summary.train_flops is not None:
-        lines.append(f"  train step: {_si(summary.train_flops)}FLOPs per example (loss, gradients and "
-                     f"optimiser update, at batch {summary.batch_size})")
+        lines.append(f"  train step: {_si(summary.train_flops)}FLOPs per example (the step as it runs: "
+                     f"{summary.step}, at batch {summary.batch_size})")
     if summary.note:
         lines.append(f"  ({summary.note})")
     return lines
@@ -92,15 +95,17 @@ def format_summary(summary: ModelSummary) -> list[str]:
 
 def _model_flops(model, assembly, batch_size: int):
     """(forward FLOPs per example of each component, of the model, of one train step)."""
+    from fusionjax.parallel import data_mesh
+    from fusionjax.training.step import make_steps
+
     per_part = _component_flops(model, assembly, batch_size)
     batch = assembly.example_batch(batch_size)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     forward = estimate_flops(lambda p, r, b: nnx.merge(graphdef, p, r)(b), params, rest, batch)
     train = None
     if LABEL in batch:
-        opt_state = jax.eval_shape(assembly.optimizer.init, params)
-        step = _train_step(graphdef, assembly.optimizer)
-        train = estimate_flops(step, params, rest, opt_state, batch) / batch_size
+        steps = make_steps(model, assembly.optimizer, data_mesh(), assembly.train)
+        train = estimate_flops(steps.train, steps.init, batch) / batch_size
     return per_part, forward / batch_size, train
 
 
@@ -134,19 +139,6 @@ def _scans(jaxpr: Jaxpr):
         else:
             for sub in jaxprs_in_params(eqn.params):
                 yield from _scans(sub)
-
-
-def _train_step(graphdef, tx: optax.GradientTransformation):
-    def step(params, rest, opt_state, batch):
-        def loss(p):
-            model = nnx.merge(graphdef, p, rest)
-            return model.head.loss(model(batch), batch[LABEL])
-
-        value, grads = jax.value_and_grad(loss)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
-
-    return step
 
 
 def _component_flops(model, assembly, batch_size: int) -> dict[str, float]:

@@ -1,4 +1,5 @@
-"""A run's checkpoints, managed by Orbax: ``<run_dir>/checkpoints/<step>/``.
+"""A run's checkpoints, managed by Orbax: ``<checkpoints dir>/<step>/`` (the run directory's
+``checkpoints/``, see :mod:`fusionjax.rundir`).
 
 A checkpoint holds everything an exact resume needs:
 
@@ -24,20 +25,18 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-DIRECTORY = "checkpoints"
-
 
 class Checkpoints:
     """The ``keep`` most recent checkpoints of a run, plus the one its best-model
     tracker points at (``save(..., best=step)``)."""
 
-    def __init__(self, run_dir: str | Path, *, keep: int = 2):
+    def __init__(self, path: str | Path, *, keep: int = 2):
         self.keep = keep
         options = ocp.CheckpointManagerOptions(
             enable_async_checkpointing=False,  # a checkpoint is on disk when save() returns
             cleanup_tmp_directories=True,  # a write cut short by a kill is removed, never read
         )
-        self.path = Path(run_dir).absolute() / DIRECTORY
+        self.path = Path(path).absolute()
         self._manager = ocp.CheckpointManager(self.path, options=options, item_names=("state", "meta"))
 
     def latest_step(self) -> int | None:

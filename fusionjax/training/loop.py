@@ -1,38 +1,36 @@
 """The training loop: one ``for`` over steps, logging and evaluation at intervals.
 
-Outputs land in a run directory: ``config.json`` (the resolved config),
-``run.json`` (versions, devices, plugins, skipped examples, absent inputs), whatever the data set
-needs to read new inputs (e.g. ``vocab.json``), ``metrics.jsonl`` (one JSON object
-per log or eval event), ``tensorboard/`` (the same metrics as TensorBoard scalars, see
-:mod:`fusionjax.training.writers`) and ``checkpoint/params.msgpack`` (the final parameters).
-On a terminal, a progress bar (:mod:`fusionjax.training.progress`) shows between the log lines.
+Outputs land in a run directory (:mod:`fusionjax.rundir` owns its layout): the
+resolved config, the facts of the run, the metrics (JSON lines and TensorBoard, see
+:mod:`fusionjax.training.writers`), the checkpoints to resume from and, last, the final
+model.  On a terminal, a progress bar (:mod:`fusionjax.training.progress`) shows
+between the log lines.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
-import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, TextIO
+from typing import TextIO
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx, serialization
 
 from fusionjax.assembly import Assembly
 from fusionjax.data.prefetch import Prefetcher
 from fusionjax.errors import ConfigError, TrainingError, did_you_mean
-from fusionjax.interfaces import LABEL, Batch, mask_key
-from fusionjax.parallel import bytes_per_device, data_mesh, shard_batch, to_host
+from fusionjax.evaluation import absent_summary, evaluate, sum_stats
+from fusionjax.interfaces import LABEL, Batch
+from fusionjax.parallel import bytes_per_device, data_mesh, shard_batch
+from fusionjax.rundir import RunDir
 from fusionjax.training.checkpoint import Checkpoints
 from fusionjax.training.early_stopping import Tracker, default_mode
 from fusionjax.training.progress import Progress
-from fusionjax.training.step import Steps, TrainState, check_batch_split, make_steps
+from fusionjax.training.step import Steps, TrainState, make_steps
 from fusionjax.training.writers import open_writers
 
 
@@ -53,21 +51,18 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
     cfg = assembly.train
     mesh = mesh or data_mesh()
     n_dev = mesh.devices.size
-    eval_batch = cfg.eval_batch_size or cfg.batch_size
-    check_batch_split(cfg.batch_size, cfg.grad_accumulation, n_dev)
-    if eval_batch % n_dev:
-        raise ConfigError(f"{eval_batch} does not split evenly over {n_dev} devices",
-                          key="train.eval_batch_size", hint=f"use a multiple of {n_dev}")
+    if n_dev != assembly.devices:  # assembled for jax.device_count() devices; a smaller mesh here
+        cfg.check_devices(n_dev)
+    eval_batch = cfg.eval_batch(n_dev)
     # In a multi-process run every process computes; only process 0 writes.
     writer = jax.process_index() == 0
-    run_dir = Path(run_dir)
-    _open_run_dir(run_dir, assembly, writer, mesh)
+    run = RunDir(run_dir)
+    run.open_for_training(assembly.resolved_config(), write=writer, facts=_run_facts(mesh),
+                          dataset=assembly.dataset)
 
     model = assembly.build()
     head_finalize = type(model.head).finalize_metrics
-    steps = make_steps(model, assembly.optimizer, mesh, modality_dropout=cfg.modality_dropout,
-                       seed=cfg.seed, grad_accumulation=cfg.grad_accumulation,
-                       precision=cfg.precision, shard_params=cfg.shard_params)
+    steps = make_steps(model, assembly.optimizer, mesh, cfg)
     del model  # its arrays now live in `steps.init`
     if cfg.shard_params:
         log(f"parameters and optimiser state split over {n_dev} devices: "
@@ -76,7 +71,7 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
                         steps.init)
     val_split = cfg.validation_split or cfg.eval_split
     tracker = _tracker(assembly, steps)
-    checkpoints = Checkpoints(run_dir, keep=cfg.keep_checkpoints)
+    checkpoints = Checkpoints(run.checkpoints_dir, keep=cfg.keep_checkpoints)
     state, start, keep_lines = steps.init, 0, 0
     if (latest := checkpoints.latest_step()) is not None:
         state, meta = checkpoints.restore(latest, like)
@@ -93,7 +88,7 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
                                        "config": assembly.resolved_config()},
                          best=tracker.best_step if tracker else None)
 
-    metrics = open_writers(run_dir, enabled=writer, keep_lines=keep_lines)
+    metrics = open_writers(run, enabled=writer, keep_lines=keep_lines)
     # A background thread reads and places batch n+1 while the device runs batch n.
     batches = Prefetcher(_epochs(assembly, cfg.batch_size, cfg.seed, start=start),
                          lambda b: shard_batch(b, mesh), size=2)
@@ -124,7 +119,7 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
                     raise TrainingError(f"the parameters became NaN/Inf between steps "
                                         f"{step - len(per_step) + 1} and {step} (the loss stayed "
                                         "finite); " + _last_good(checkpoints))
-                train_metrics = head_finalize(_sum_stats(per_step))
+                train_metrics = head_finalize(sum_stats(per_step))
                 now = time.perf_counter()
                 rate = len(pending) * cfg.batch_size / (now - t_last)
                 t_last, pending = now, []
@@ -136,7 +131,7 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
                          + f" | {rate:7.1f} ex/s | {now - t_start:6.1f} s")
                 evaluated = None
                 if tracker and step % cfg.eval_every == 0:
-                    evaluated = evaluate(steps, state, assembly, val_split, eval_batch, mesh)
+                    evaluated = evaluate(steps, state, assembly, val_split, eval_batch, mesh).metrics
                     metrics.write({"step": step, "split": val_split, **evaluated})
                     best = tracker.update(step, evaluated)
                     log_line(f"{val_split} at step {step}: {_fmt(evaluated)}" + (" (best)" if best else ""))
@@ -161,7 +156,7 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
     if evaluated is not None and val_split == cfg.eval_split:
         eval_metrics = evaluated  # the last step was just evaluated on this split: not twice
     else:
-        eval_metrics = evaluate(steps, state, assembly, cfg.eval_split, eval_batch, mesh)
+        eval_metrics = evaluate(steps, state, assembly, cfg.eval_split, eval_batch, mesh).metrics
     problems = list(assembly.dataset.problems)
     absent = {m: list(v) for m, v in assembly.dataset.absent_inputs.items() if v}
     facts = {}
@@ -173,16 +168,14 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
         facts["absent_inputs"] = {m: len(v) for m, v in absent.items()}
         facts["absent_examples"] = absent
     if facts and writer:
-        facts = {**json.loads((run_dir / "run.json").read_text()), **facts}
-        _write_json(run_dir / "run.json", facts)
+        run.add_facts(facts)
     metrics.write({"step": step, "split": cfg.eval_split, **eval_metrics})
     metrics.close()
     log(f"{cfg.eval_split}: {_fmt(eval_metrics)}")
-    params = to_host(state.params)  # a collective when the parameters are split over processes
+    run.save_model(state.params)  # collective; written last: it marks a finished run
     if writer:
-        _save_params(run_dir / FINAL_PARAMS, params)  # written last: its presence marks a finished run
-        log(f"run directory: {run_dir}")
-    return RunResult(run_dir, state, steps, train_metrics, eval_metrics)
+        log(f"run directory: {run.path}")
+    return RunResult(run.path, state, steps, train_metrics, eval_metrics)
 
 
 def _tracker(assembly: Assembly, steps: Steps) -> Tracker | None:
@@ -234,71 +227,6 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-class Evaluation(NamedTuple):
-    metrics: dict[str, float]
-    examples: int  # examples scored: those left with at least one present modality
-
-
-def evaluate(steps: Steps, state: TrainState, assembly: Assembly, split: str, batch_size: int,
-             mesh, *, drop: Sequence[str] = ()) -> dict[str, float]:
-    """Metrics over a whole split; the last short batch is padded with weight-0 rows.
-
-    ``drop`` names modalities to treat as absent in every example (their masks turn
-    False; the model zeroes their inputs).  See :func:`evaluate_split`."""
-    return evaluate_split(steps, state, assembly, split, batch_size, mesh, drop=drop).metrics
-
-
-def evaluate_split(steps: Steps, state: TrainState, assembly: Assembly, split: str,
-                   batch_size: int, mesh, *, drop: Sequence[str] = ()) -> Evaluation:
-    """:func:`evaluate`, also counting the examples scored.
-
-    Every batch carries a mask for every modality (all True where the data set has
-    none), so whatever ``drop`` is, the batches have one structure and ``steps.eval``
-    compiles once.  An example left with no modality at all (it lacked the ones that
-    ``drop`` keeps) is not scored: it gets weight 0, and its own masks back so that the
-    forward pass sees a valid input."""
-    modalities = tuple(assembly.encoders)
-    check_modalities(drop, modalities)
-    drop = frozenset(drop)
-    if drop >= set(modalities):
-        raise ConfigError("dropping every modality leaves the model nothing to read",
-                          hint=f"keep at least one of: {', '.join(modalities)}")
-    totals, scored = [], 0
-    for batch in assembly.dataset.batches(split, batch_size, seed=0, shuffle=False,
-                                          drop_remainder=False):
-        n = len(batch[LABEL])
-        batch = dict(batch)
-        weights = np.zeros(batch_size, np.float32)
-        weights[:n] = 1.0
-        if n < batch_size:
-            batch = {k: np.concatenate([v, np.repeat(v[-1:], batch_size - n, 0)])
-                     for k, v in batch.items()}
-        given = {m: np.asarray(batch.get(mask_key(m), np.ones(batch_size, bool)), bool)
-                 for m in modalities}
-        kept = {m: given[m] & (m not in drop) for m in modalities}
-        anything = np.any([kept[m] for m in modalities], axis=0)
-        for m in modalities:
-            batch[mask_key(m)] = np.where(anything, kept[m], given[m])
-        weights *= anything
-        scored += int(weights.sum())
-        totals.append(steps.eval(state, shard_batch(batch, mesh), jnp.asarray(weights)))
-    metrics = type(steps.merge(state).head).finalize_metrics(_sum_stats(jax.device_get(totals)))
-    return Evaluation(metrics, scored)
-
-
-def check_modalities(names: Iterable[str], modalities: Sequence[str]) -> None:
-    """A :class:`ConfigError` (with a did-you-mean) for a name that is no modality."""
-    for name in names:
-        if name not in modalities:
-            raise ConfigError(f"the model has no modality {name!r}{did_you_mean(name, modalities)}",
-                              hint=f"its modalities are: {', '.join(modalities)}")
-
-
-def absent_summary(absent) -> str:
-    """``"image 2, caption 1"``: how many examples lack each modality."""
-    return ", ".join(f"{m} {len(v)}" for m, v in absent.items() if v)
-
-
 def _epochs(assembly: Assembly, batch_size: int, seed: int, start: int = 0) -> Iterator[Batch]:
     """Full batches of the train split, reshuffled every epoch, from batch ``start`` on.
 
@@ -312,58 +240,8 @@ def _epochs(assembly: Assembly, batch_size: int, seed: int, start: int = 0) -> I
         yield from itertools.islice(stream, skip if epoch == first else 0, None)
 
 
-def _sum_stats(stats: list[dict]) -> dict[str, np.ndarray]:
-    """Element-wise totals of additive statistics (scalars or per-class vectors)."""
-    return {k: np.sum([np.asarray(s[k]) for s in stats], axis=0) for k in stats[0]} if stats else {}
-
-
 def _fmt(metrics: dict[str, float]) -> str:
     return " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-
-
-FINAL_PARAMS = Path("checkpoint") / "params.msgpack"
-
-
-def _open_run_dir(path: Path, assembly: Assembly, writer: bool, mesh) -> None:
-    """A new run directory, or an unfinished run of the same config (to resume)."""
-    resolved = assembly.resolved_config()
-    if (path / FINAL_PARAMS).exists():
-        raise ConfigError(f"run directory {str(path)!r} already holds a finished run",
-                          hint="choose a new directory (--output-dir or train.output_dir), or "
-                               "remove the old run; fusionjax never overwrites a run")
-    if (path / "config.json").exists():
-        saved = json.loads((path / "config.json").read_text())
-        changed = _differences(saved, resolved)
-        if changed:
-            listing = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changed[:5])
-            raise ConfigError(
-                f"run directory {str(path)!r} holds an unfinished run of another config ({listing})",
-                hint="resume it with its own config (`fusionjax resume RUN_DIR`), or train this "
-                     "config into a new directory")
-        return  # resume: the loop picks up the latest checkpoint
-    if writer:
-        path.mkdir(parents=True, exist_ok=True)
-        _write_json(path / "config.json", resolved)
-        _write_json(path / "run.json", _run_facts(mesh))
-        assembly.dataset.save(path)
-
-
-def _differences(a, b, prefix: str = "") -> list[tuple[str, object, object]]:
-    """Key paths where two resolved configs differ (``train.output_dir`` aside)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            key = f"{prefix}.{k}" if prefix else k
-            if key != "train.output_dir":
-                out += _differences(a.get(k), b.get(k), key)
-        return out
-    return [] if a == b else [(prefix, a, b)]
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def _run_facts(mesh) -> dict:
@@ -381,13 +259,3 @@ def _run_facts(mesh) -> dict:
         "plugins": {p.name: {"package": p.package, "version": p.version, "status": p.status}
                     for p in loaded().plugins},
     }
-
-
-def _save_params(path: Path, params) -> None:
-    """The final parameters (whole, on the host), written atomically (a temp file,
-    then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = serialization.msgpack_serialize(nnx.to_pure_dict(params))
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

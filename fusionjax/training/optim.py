@@ -30,12 +30,12 @@ from typing import Any, Literal, NamedTuple
 
 import optax
 
+from fusionjax.config.schema import DEFAULT_LEARNING_RATE, DEFAULT_OPTIMIZER
 from fusionjax.config.validation import as_config_value, bind, signature_params
 from fusionjax.errors import ConfigError, did_you_mean
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "lion", "rmsprop", "adagrad", "adafactor", "lamb",
               "nadam", "radam", "adabelief", "novograd")
-DEFAULT_LEARNING_RATE = 1e-3  # of the default optimiser (a table without `name`)
 KEY = "train.optimizer"
 OWN_KEYS = ("name", "clip_norm", "schedule")  # keys fusionjax reads itself, not Optax
 
@@ -79,7 +79,7 @@ def make_optimizer(section: Mapping[str, Any], *, steps: int) -> Optimizer:
     section = dict(section)
     if "name" not in section:  # the default optimiser, with its default learning rate
         section.setdefault("learning_rate", DEFAULT_LEARNING_RATE)
-    name = section.pop("name", "adam")
+    name = section.pop("name", DEFAULT_OPTIMIZER)
     if name not in OPTIMIZERS:
         raise ConfigError(
             f"unknown optimizer {name!r}{did_you_mean(str(name), OPTIMIZERS)}",

@@ -32,7 +32,6 @@ adds a dynamic loss scale (:class:`LossScale`).  Evaluation always runs in float
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -41,7 +40,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from fusionjax.errors import ConfigError, did_you_mean
+from fusionjax.config.schema import TrainConfig
 from fusionjax.interfaces import LABEL, Batch
 from fusionjax.model import FusionModel
 from fusionjax.parallel import DATA_AXIS, batch_sharding, replicated, state_shardings
@@ -95,31 +94,29 @@ class Steps(NamedTuple):
     merge: Any  # TrainState -> FusionModel
 
 
-def make_steps(model: FusionModel, tx: optax.GradientTransformation, mesh: Mesh, *,
-               modality_dropout: Mapping[str, float] | None = None, seed: int = 0,
-               grad_accumulation: int = 1, precision: str = "float32",
-               loss_scale_period: int = LOSS_SCALE_PERIOD, shard_params: bool = False) -> Steps:
-    """``modality_dropout`` ({modality: probability}) hides modalities of random
-    training examples, drawn from ``seed`` and the step number.  ``grad_accumulation``,
-    ``precision`` and ``shard_params`` are ``train.grad_accumulation``,
-    ``train.precision`` and ``train.shard_params``; the batch size must be a multiple
-    of ``grad_accumulation`` times the device count (checked when the train step
-    first compiles)."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}{did_you_mean(str(precision), PRECISIONS)}",
-                          key="train.precision", hint=f"choose from: {', '.join(PRECISIONS)}")
-    if isinstance(grad_accumulation, bool) or not isinstance(grad_accumulation, int) \
-            or grad_accumulation < 1:
-        raise ConfigError(f"must be an int >= 1, got {grad_accumulation!r}",
-                          key="train.grad_accumulation")
-    if not isinstance(shard_params, bool):
-        raise ConfigError(f"must be true or false, got {shard_params!r}", key="train.shard_params")
+def make_steps(model: FusionModel, tx: optax.GradientTransformation, mesh: Mesh,
+               settings: TrainConfig | None = None, *,
+               loss_scale_period: int = LOSS_SCALE_PERIOD) -> Steps:
+    """The compiled steps of ``model`` under ``settings`` (the run's validated
+    ``[train]`` section, :class:`~fusionjax.config.TrainConfig`; default: every default):
+    ``modality_dropout`` hides modalities of random training examples, drawn from
+    ``seed`` and the step number; ``grad_accumulation``, ``precision`` and
+    ``shard_params`` as documented there.  The batch size must split over the mesh's
+    devices (:meth:`TrainConfig.check_devices`, checked when the config is assembled)."""
+    cfg = settings or TrainConfig()
+    modality_dropout, seed = cfg.modality_dropout, cfg.seed
+    grad_accumulation, precision, shard_params = cfg.grad_accumulation, cfg.precision, cfg.shard_params
     k, compute = grad_accumulation, PRECISIONS[precision]
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     loss_scale = LossScale.initial() if precision == "float16" else None
-    state = TrainState(jnp.zeros((), jnp.int32), params, rest, tx.init(params), loss_scale)
+    # an abstract model (ShapeDtypeStruct leaves, e.g. for the summary's FLOP count) gives
+    # steps whose initial state is abstract too: they can be traced, not run
+    abstract = any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(params))
+    opt_state = jax.eval_shape(tx.init, params) if abstract else tx.init(params)
+    state = TrainState(jnp.zeros((), jnp.int32), params, rest, opt_state, loss_scale)
     state_sharding = state_shardings(state, mesh, shard=shard_params)
-    state = jax.device_put(state, state_sharding)
+    if not abstract:
+        state = jax.device_put(state, state_sharding)
     data = batch_sharding(mesh)
     # Under shard_params the step gathers the split parameters whole once, before the
     # forward pass (FSDP's all-gather; once per step, not per micro-batch), and hands
@@ -134,7 +131,6 @@ def make_steps(model: FusionModel, tx: optax.GradientTransformation, mesh: Mesh,
 
     def scatter(grads):
         return jax.lax.with_sharding_constraint(grads, state_sharding.params) if shard_params else grads
-    n_devices = mesh.devices.size
     # inputs cast to the compute dtype: every modality whose encoder does not keep float32
     cast_inputs = frozenset(m for m, enc in model.encoders.items()
                             if not getattr(enc, "full_precision_input", False))
@@ -184,7 +180,6 @@ def make_steps(model: FusionModel, tx: optax.GradientTransformation, mesh: Mesh,
         return scatter(grads), rest, stats
 
     def train_step(state: TrainState, batch: Batch):
-        check_batch_split(batch[LABEL].shape[0], k, n_devices)
         if any(rates.values()):
             key = jax.random.fold_in(dropout_key(seed), state.step)
             batch = drop_modalities(batch, rates, modalities, key)
@@ -212,17 +207,6 @@ def make_steps(model: FusionModel, tx: optax.GradientTransformation, mesh: Mesh,
                        out_shardings=stats_sharding)
     return Steps(graphdef, state, train, evaluate,
                  lambda s: nnx.merge(graphdef, s.params, s.rest))
-
-
-def check_batch_split(batch_size: int, grad_accumulation: int, n_devices: int) -> None:
-    """A :class:`ConfigError` unless ``batch_size`` splits into ``grad_accumulation``
-    micro-batches on each of ``n_devices`` devices."""
-    if batch_size % (grad_accumulation * n_devices):
-        raise ConfigError(
-            f"{batch_size} examples do not split into {grad_accumulation} micro-batches on each "
-            f"of {n_devices} devices", key="train.batch_size",
-            hint=f"use a multiple of {grad_accumulation * n_devices} "
-                 f"(train.grad_accumulation x devices)")
 
 
 def _cast_floating(tree: Any, dtype: Any) -> Any:

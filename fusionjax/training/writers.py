@@ -18,10 +18,10 @@ from __future__ import annotations
 import json
 import numbers
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-TENSORBOARD_DIR = "tensorboard"
-
+if TYPE_CHECKING:
+    from fusionjax.rundir import RunDir
 
 class MetricWriter(Protocol):
     def write(self, record: dict) -> None: ...
@@ -74,15 +74,15 @@ class MetricWriters:
             w.close()
 
 
-def open_writers(run_dir: Path, *, enabled: bool = True, keep_lines: int | None = None) -> MetricWriters:
+def open_writers(run: RunDir, *, enabled: bool = True, keep_lines: int | None = None) -> MetricWriters:
     """``keep_lines``: a resumed run first cuts ``metrics.jsonl`` back to the records
     written up to its checkpoint (later ones are written again, identically).  The
     TensorBoard files are appended to; TensorBoard shows the latest value of a step."""
     if not enabled:
         return MetricWriters([], keep_lines or 0)
-    truncate_jsonl(run_dir / "metrics.jsonl", keep_lines or 0)
-    return MetricWriters([JsonlWriter(run_dir / "metrics.jsonl"),
-                          TensorBoardWriter(run_dir / TENSORBOARD_DIR)], keep_lines or 0)
+    truncate_jsonl(run.metrics_file, keep_lines or 0)
+    return MetricWriters([JsonlWriter(run.metrics_file), TensorBoardWriter(run.tensorboard_dir)],
+                         keep_lines or 0)
 
 
 def truncate_jsonl(path: Path, lines: int) -> None:

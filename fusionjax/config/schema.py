@@ -26,16 +26,101 @@ SECTIONS = {
     "train": "steps, batch size, seed, optimiser, logging, output directory",
 }
 MODEL_SECTIONS = ("encoders", "fusion", "head")
+DEFAULT_OPTIMIZER = "adam"  # a [train.optimizer] table without `name`
+DEFAULT_LEARNING_RATE = 1e-3  # ... and without `learning_rate`
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The ``[train]`` section (every field optional)."""
+    """The ``[train]`` section (every field optional).
+
+    Parameters:
+        steps: Number of optimiser steps. Must be ``>= 1``.
+        batch_size: Global training batch size (split over all devices). Must be ``>= 1``, at
+            most the size of the ``train`` split (checked by ``config check``), and a multiple
+            of the device count (checked at train time); with ``grad_accumulation = k``, a
+            multiple of ``k`` (checked by ``config check``) and of ``k`` × the device count
+            (checked when the first step compiles). Only full batches are used; the train
+            split is reshuffled every epoch.
+        seed: Seeds parameter initialisation (each component's key is derived from the seed
+            and its config key path, so adding a modality does not change the other
+            components' initialisation) and the shuffling of training batches. The data set
+            has its own seed (``data.seed`` of every bundled data set).
+        optimizer: The optimiser, gradient clipping and learning-rate schedule; see
+            [``[train.optimizer]``](#trainoptimizer). A ``[train.optimizer]`` table you write
+            replaces this default (it is not merged), except that a table without ``name`` is
+            ``adam`` and gets ``learning_rate = 1e-3`` unless it sets one (so
+            ``train.optimizer.clip_norm=1.0`` works on a config without the table). The
+            resolved config records the optimiser's ``name``, all its defaults that are plain
+            values, ``clip_norm`` and the resolved ``schedule``.
+        log_every: Log training metrics (to the console and ``metrics.jsonl``) every
+            ``log_every`` steps and at the last step. Must be ``>= 1``. Step 1 (which includes
+            compilation) is timed and reported on its own: it is never a log point and is not
+            included in any logged metrics.
+        eval_split: The split evaluated once after the last step. Must be a non-empty split of
+            the data set (``synthetic`` has ``train`` and ``test``); checked by ``config check``,
+            whose error lists the data set's splits.
+        eval_batch_size: Batch size for evaluation; none: ``batch_size``. Must be ``>= 1`` and
+            a multiple of the device count. The whole split is evaluated; the last short batch
+            is padded with rows of weight 0.
+        output_dir: The run directory. ``--output-dir`` on the command line takes precedence;
+            if neither is given, ``runs/<config file stem>-<YYYYmmdd-HHMMSS>`` relative to the
+            current directory.
+        modality_dropout: Modality → probability in ``[0, 1)`` that a training example loses
+            that modality (``modality_dropout = {image = 0.3}``): its mask turns false for that
+            step and the model zeroes the input, so the model learns to answer without it.
+            Drawn independently per example, modality and step from ``seed``; an example never
+            loses every modality it has (where the draw would hide them all, it keeps its
+            masks). Evaluation never drops anything. A name that is not a modality of the
+            model is a config error with a did-you-mean. See ``fusionjax evaluate --sweep``
+            for its effect.
+        grad_accumulation: Split each batch into this many micro-batches inside the compiled
+            step, run forward and backward on one at a time, and apply **one** optimiser
+            update with the mean gradient: the update of a ``batch_size`` batch with the
+            activation memory of a ``batch_size / grad_accumulation`` one. Must be ``>= 1``
+            and divide ``batch_size`` (``train.grad_accumulation: 5 micro-batches do not split
+            train.batch_size (32) evenly``). ``steps`` counts updates, not micro-batches. See
+            [Gradient accumulation](#gradient-accumulation).
+        precision: The dtype training computes in; parameters and optimiser state are always
+            float32. See [Mixed precision](#mixed-precision).
+        shard_params: Split the parameters and the optimiser state over the devices (FSDP /
+            ZeRO-3 style) instead of replicating them: every array of at least 2^14 elements
+            is split along its largest dimension that the device count divides, so each
+            device stores ``1/n`` of it; smaller arrays stay whole. The step gathers the
+            parameters before the forward pass (communication each step); the results are
+            those of the replicated run up to float rounding. For models whose parameters and
+            Adam state do not fit one device. No effect on one device. See
+            [Sharded parameters](distributed.md#sharded-parameters-fsdp).
+        eval_every: Evaluate ``validation_split`` every N steps (a positive multiple of
+            ``log_every``: evaluations happen at log points), log it to
+            ``metrics.jsonl``/TensorBoard, track the best evaluation, and write a checkpoint.
+            none: evaluate once, after the last step. See
+            [Evaluation, best model, early stopping](#evaluation-best-model-early-stopping).
+        validation_split: The split of the periodic evaluations; none: ``eval_split``. Early
+            stopping on the test split selects on the test split: give your data a validation
+            split (e.g. the manifest's ``split`` column) when the final figure must be
+            unbiased.
+        early_stopping: ``{metric, mode, patience, min_delta}``: needs ``eval_every``.
+            ``metric`` (default ``"loss"``) must be one the head reports (a did-you-mean
+            otherwise); ``mode`` ``"min"``/``"max"`` (default: ``min`` for names with
+            loss/error/mse/mae, else ``max``); ``patience`` (default ``0``: never stop, only
+            track the best) evaluations in a row without an improvement larger than
+            ``min_delta`` (default ``0.0``) stop the run.
+        restore_best: With ``eval_every``: the run's final model (the final evaluation,
+            ``checkpoint/params.msgpack``, what ``evaluate``/``predict`` load) is the best
+            evaluation's, restored from its checkpoint. ``false``: the last step's.
+        checkpoint_every: Write a checkpoint at the first log point at least this many steps
+            after the previous one, at every periodic evaluation and at the end. See
+            [Checkpoints and resume](#checkpoints-and-resume).
+        keep_checkpoints: How many of the most recent checkpoints to keep (the best
+            evaluation's is kept as well).
+    """
 
     steps: int = 500
     batch_size: int = 64
     seed: int = 0
-    optimizer: dict = field(default_factory=lambda: {"name": "adam", "learning_rate": 1e-3})
+    optimizer: dict = field(default_factory=lambda: {"name": DEFAULT_OPTIMIZER,
+                                                     "learning_rate": DEFAULT_LEARNING_RATE})
     log_every: int = 50
     eval_split: str = "test"
     eval_batch_size: int | None = None
@@ -79,6 +164,31 @@ class TrainConfig:
             if not 0.0 <= rate < 1.0:
                 raise ConfigError(f"must be in [0, 1), got {rate}", key=key,
                                   hint="the probability that a training example loses this modality")
+
+
+    def check_devices(self, n_devices: int) -> None:
+        """A :class:`ConfigError` unless the train and eval batches split over
+        ``n_devices`` devices (the train batch into ``grad_accumulation`` micro-batches on
+        each); called once, when the config is assembled for the devices at hand."""
+        k = self.grad_accumulation
+        if self.batch_size % (k * n_devices):
+            raise ConfigError(
+                f"{self.batch_size} examples do not split into {k} micro-batches on each of "
+                f"{n_devices} devices", key="train.batch_size",
+                hint=f"use a multiple of {k * n_devices} (train.grad_accumulation x devices)")
+        self.eval_batch(n_devices)
+
+    def eval_batch(self, n_devices: int, override: int | None = None) -> int:
+        """The evaluation batch size (``override``, e.g. ``evaluate --batch-size``, else
+        ``eval_batch_size``, else ``batch_size``), checked to split over the devices."""
+        key = "--batch-size" if override is not None else "train.eval_batch_size"
+        size = override if override is not None else (self.eval_batch_size or self.batch_size)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigError(f"must be an int >= 1, got {size!r}", key=key)
+        if size % n_devices:
+            raise ConfigError(f"{size} does not split evenly over {n_devices} devices", key=key,
+                              hint=f"use a multiple of {n_devices}")
+        return size
 
 
 EARLY_STOPPING = {"metric": str, "mode": str, "patience": int, "min_delta": float}

@@ -72,8 +72,7 @@ def main():
     # the same network as the peers (their README gives the counts)
     assert params == PEER_PARAMS[args.workload], (params, PEER_PARAMS[args.workload])
     mesh = data_mesh(jax.devices()[:1])
-    steps = make_steps(assembly.build(), assembly.optimizer, mesh,
-                       precision=assembly.train.precision)
+    steps = make_steps(assembly.build(), assembly.optimizer, mesh, assembly.train)
     raw = harness.make_inputs(args.cfg, args.batch, args.seed)
     batch = shard_batch({"image": raw["image"], "text": raw["tokens"], "audio": raw["audio"],
                          "label": raw["labels"]}, mesh)

@@ -43,7 +43,7 @@ def step_rate(assembly, steps: int = 40) -> float:
     from fusionjax.training.step import make_steps
 
     mesh = data_mesh()
-    s = make_steps(assembly.build(), assembly.optimizer, mesh)
+    s = make_steps(assembly.build(), assembly.optimizer, mesh, assembly.train)
     b = shard_batch(next(assembly.dataset.batches("train", assembly.train.batch_size, seed=0,
                                                   shuffle=True, drop_remainder=True)), mesh)
     state = s.init

@@ -41,12 +41,15 @@ TASKS = {
     "avdigits_noisy": ("avdigits.toml", ["data.noisy=true", "train.steps=600", "train.log_every=100"]),
     "digit_qa": ("digit_qa.toml", ["train.steps=1000", "train.log_every=100"]),
 }
-# fusion -> settings (the defaults, except where a fusion needs a choice made for it)
-FUSIONS = {
-    "concat": {}, "sum": {"features": 128}, "mean": {}, "max": {}, "gated": {}, "attention": {},
-    "film": {}, "tensor": {"project": 31}, "low_rank": {}, "multiplicative": {},
-    "transformer": {}, "bottleneck": {},
-}
+
+
+def bundled_fusions() -> dict[str, dict]:
+    """Every bundled fusion -> the settings it declares for this comparison
+    (``benchmark_settings``: the defaults, except a choice a fusion needs made for it)."""
+    from fusionjax.plugins import default_registry
+
+    return {s.name: dict(s.load().benchmark_settings) for s in default_registry()
+            if s.kind == "fusion" and s.origin.package == "fusionjax"}
 
 
 DROPOUT = 0.3  # the modality dropout of the extra sweep: each modality hidden with this probability
@@ -58,7 +61,7 @@ def _config(task: str, fusion: str, seed: int, data: str, dropout: bool = False)
     file, overrides = TASKS[task]
     cfg = load_config(ROOT / "examples" / file,
                       [*overrides, f"data.root={data}", f"train.seed={seed}", f"data.seed={seed}"])
-    cfg["model"]["fusion"] = {"type": fusion, **FUSIONS[fusion]}
+    cfg["model"]["fusion"] = {"type": fusion, **bundled_fusions()[fusion]}
     if dropout:
         cfg["train"]["modality_dropout"] = {m: DROPOUT for m in cfg["model"]["encoders"]}
     return cfg
@@ -85,17 +88,12 @@ def run(task: str, fusion: str, seed: int, data: str, keep: Path | None = None,
 
 def sweep(task: str, fusion: str, data: str, dropout: bool = False) -> list[dict]:
     """Train seed 0 again, keep the run, and evaluate it with modalities removed."""
-    from fusionjax.parallel import data_mesh
-    from fusionjax.runs import load_run
-    from fusionjax.sweep import sweep as run_sweep
-    from fusionjax.training.step import make_steps
+    from fusionjax.evaluation import sweep_run
+    from fusionjax.rundir import load_run
 
     with tempfile.TemporaryDirectory() as tmp:
         run(task, fusion, 0, data, keep=Path(tmp) / "run", dropout=dropout)
-        loaded = load_run(Path(tmp) / "run")
-        mesh = data_mesh()
-        steps = make_steps(loaded.model, loaded.assembly.optimizer, mesh)
-        rows = run_sweep(steps, steps.init, loaded.assembly, "test", 250, mesh)
+        rows = sweep_run(load_run(Path(tmp) / "run"), "test", batch_size=250)
     name = f"{fusion} + modality dropout {DROPOUT}" if dropout else fusion
     return [{"task": task, "fusion": name, "condition": r.condition.name, "examples": r.examples,
              **r.metrics} for r in rows]
@@ -114,7 +112,7 @@ def speed(task: str, fusion: str, data: str, warmup: int = 10, timed: int = 60) 
 
     assembly = assemble(_config(task, fusion, 0, data))
     mesh = data_mesh()
-    steps = make_steps(assembly.build(), assembly.optimizer, mesh)
+    steps = make_steps(assembly.build(), assembly.optimizer, mesh, assembly.train)
     batches = [shard_batch(b, mesh) for b, _ in zip(_epochs(assembly, assembly.train.batch_size, 0),
                                                      range(8))]
     state = steps.init
@@ -199,7 +197,7 @@ def main() -> None:
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--only", nargs="+", choices=list(TASKS), help="tasks")
-    p.add_argument("--fusions", nargs="+", choices=list(FUSIONS))
+    p.add_argument("--fusions", nargs="+", choices=list(bundled_fusions()))
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--no-sweep", action="store_true")
     p.add_argument("--dropout-sweep", action="store_true",
@@ -217,7 +215,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.speed:
         for task in args.only or TASKS:
-            for fusion in args.fusions or FUSIONS:
+            for fusion in args.fusions or bundled_fusions():
                 r = speed(task, fusion, args.data)
                 print(json.dumps(r), flush=True)
                 with SPEED.open("a") as f:
@@ -231,7 +229,7 @@ def main() -> None:
         return
     done = {(r["task"], r["fusion"], r["seed"]) for r in _load(args.out)}
     for task in args.only or TASKS:
-        for fusion in args.fusions or FUSIONS:
+        for fusion in args.fusions or bundled_fusions():
             for seed in args.seeds:
                 if (task, fusion, seed) in done:
                     continue

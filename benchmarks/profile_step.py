@@ -44,7 +44,7 @@ def main() -> None:
 
     assembly = assemble(load_config(args.config, args.overrides))
     mesh = data_mesh(jax.devices()[:1])
-    steps = make_steps(assembly.build(), assembly.optimizer, mesh)
+    steps = make_steps(assembly.build(), assembly.optimizer, mesh, assembly.train)
     batch = shard_batch(next(assembly.dataset.batches(
         "train", assembly.train.batch_size, seed=0, shuffle=True, drop_remainder=True)), mesh)
     state = steps.init

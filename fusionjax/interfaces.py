@@ -123,6 +123,9 @@ class Fusion(nnx.Module, abc.ABC):
     # The smallest settings it is tested with; ``in_features`` (and ``token_features``)
     # are supplied by the test, for modalities named "a", "b" and "c".
     test_settings: ClassVar[Mapping[str, Any] | None] = None
+    # Its settings in a full-size comparison (benchmarks/fusion_zoo.py): the defaults,
+    # except a choice it needs made for it (e.g. a common width).
+    benchmark_settings: ClassVar[Mapping[str, Any]] = MappingProxyType({})
 
     @abc.abstractmethod
     def __call__(

@@ -9,7 +9,7 @@
       metrics.jsonl     one JSON object per log or evaluation event
       tensorboard/      the same metrics as TensorBoard scalars
       checkpoints/<N>/  Orbax checkpoints of the whole train state, for an exact resume
-      model/            the final parameters, an Orbax checkpoint; written last, so its
+      final_model/      the final parameters, an Orbax checkpoint; written last, so its
                         presence marks a finished run
       ...               what the data set needs to read new inputs (e.g. vocab.json)
 
@@ -51,7 +51,7 @@ FACTS = "run.json"
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
 CHECKPOINTS = "checkpoints"
-MODEL = "model"
+MODEL = "final_model"
 LAYOUT = (CONFIG, FACTS, METRICS, TENSORBOARD, CHECKPOINTS, MODEL)
 # keys of the resolved config that may differ between a run and its resume
 _RESUME_MAY_CHANGE = ("train.output_dir",)

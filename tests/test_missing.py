@@ -204,9 +204,9 @@ def test_drop_errors(runs, capsys):
 
 
 def test_sweep_compiles_one_eval_step(runs):
+    from fusionjax.evaluation import sweep, sweep_conditions
     from fusionjax.parallel import data_mesh
-    from fusionjax.runs import load_run
-    from fusionjax.sweep import sweep, sweep_conditions
+    from fusionjax.rundir import load_run
     from fusionjax.training.step import make_steps
 
     assert [c.name for c in sweep_conditions(["image", "text", "audio"])] == [
@@ -215,7 +215,7 @@ def test_sweep_compiles_one_eval_step(runs):
     with pytest.raises(ConfigError, match="two or more modalities"):
         sweep_conditions(["image"])
     run, mesh = load_run(runs["plain"]), data_mesh()
-    steps = make_steps(run.model, run.assembly.optimizer, mesh)
+    steps = make_steps(run.model, run.assembly.optimizer, mesh, run.assembly.train)
     rows = sweep(steps, steps.init, run.assembly, "test", 64, mesh)  # 4 batches per condition
     assert len(rows) == 2 * 2 + 1
     assert steps.eval._cache_size() == 1  # 20 batches, 5 conditions, one compilation

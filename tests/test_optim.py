@@ -3,6 +3,7 @@ decay, gradient accumulation inside the compiled step, and mixed precision."""
 
 import collections
 import copy
+import dataclasses
 import json
 import math
 import subprocess
@@ -202,7 +203,7 @@ def test_accumulating_4_micro_batches_equals_one_full_batch(tiny_config):
     batches = [shard_batch(next(batches), mesh) for _ in range(3)]
     runs = {}
     for k in (1, 4):
-        steps = make_steps(a.build(), a.optimizer, mesh, grad_accumulation=k)
+        steps = make_steps(a.build(), a.optimizer, mesh, dataclasses.replace(a.train, grad_accumulation=k))
         state = steps.init
         step = steps.train.lower(state, batches[0]).compile()
         p0 = jax.device_get(state.params)
@@ -242,13 +243,14 @@ ACCUMULATE_SHARDED = textwrap.dedent("""
     out = {{}}
     for n, k in ((1, 1), (4, 2)):
         mesh = data_mesh(jax.devices()[:n])
-        steps = make_steps(a.build(), a.optimizer, mesh, grad_accumulation=k)
+        steps = make_steps(a.build(), a.optimizer, mesh, dataclasses.replace(a.train, grad_accumulation=k))
         state, batches = steps.init, a.dataset.batches("train", 32, seed=0, shuffle=True,
                                                         drop_remainder=True)
         for _ in range(2):
             state, stats = steps.train(state, shard_batch(next(batches), mesh))
         out[n] = [np.ravel(x).tolist() for x in jax.tree.leaves(jax.device_get(state.params))]
-    steps = make_steps(a.build(), a.optimizer, data_mesh(), grad_accumulation=16)
+    steps = make_steps(a.build(), a.optimizer, data_mesh(),
+                       dataclasses.replace(a.train, grad_accumulation=16))
     try:
         steps.train(steps.init, shard_batch(next(batches), data_mesh()))
     except ConfigError as e:
@@ -298,7 +300,8 @@ def test_bfloat16_computes_in_bfloat16_except_the_audio_front_end(tiny_config):
     mesh = data_mesh()
     batch = shard_batch(first_batch(a), mesh)
     assert batch["text"].dtype == jnp.int32
-    steps = make_steps(a.build(), a.optimizer, mesh, precision="bfloat16", grad_accumulation=2)
+    steps = make_steps(a.build(), a.optimizer, mesh,
+                       dataclasses.replace(a.train, precision="bfloat16", grad_accumulation=2))
     ops = matmul_dtypes(steps.train, steps.init, batch)
     # the STFT and the mel filterbank (one matmul) stay float32 ...
     assert ops[("fft", "float32")] == 1 and ops[("dot_general", "float32", "float32")] == 1
@@ -337,7 +340,8 @@ def test_float16_loss_scale_skips_overflowing_steps_and_adapts(tiny_config):
     a = assemble(tiny_config)
     mesh = data_mesh()
     batches = a.dataset.batches("train", 32, seed=0, shuffle=True, drop_remainder=True)
-    steps = make_steps(a.build(), a.optimizer, mesh, precision="float16", loss_scale_period=2)
+    steps = make_steps(a.build(), a.optimizer, mesh, dataclasses.replace(a.train, precision="float16"),
+                       loss_scale_period=2)
     assert float(steps.init.loss_scale.scale) == 2.0 ** 15
     # a scale of 2^100 overflows float16 in the backward pass: the step is skipped
     state = steps.init._replace(loss_scale=LossScale.initial(2.0 ** 100))

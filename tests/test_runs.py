@@ -1,12 +1,15 @@
 """A trained run directory is self-describing: `evaluate` and `predict` in a subprocess
-need nothing but the directory (and the plugins it used)."""
+need nothing but the directory (and the plugins it used).  Its layout has one home
+(fusionjax/rundir.py), and each way a directory can be wrong is its own error."""
 
+import ast
 import json
 import shutil
 
-import numpy as np
 import pytest
 from conftest import ROOT, run_cli
+
+from fusionjax import rundir
 
 SHIPPED = ROOT / "examples" / "data"
 
@@ -22,9 +25,23 @@ def run_dir(tmp_path_factory):
 
 
 def test_run_directory_holds_everything(run_dir):
-    assert {p.name for p in run_dir.iterdir()} >= {"config.json", "run.json", "metrics.jsonl",
-                                                   "vocab.json", "checkpoint"}
+    assert {p.name for p in run_dir.iterdir()} == set(rundir.LAYOUT) | {"vocab.json"}
     assert len(json.loads((run_dir / "vocab.json").read_text())["tokens"]) > 40
+
+
+def test_the_layout_is_spelled_in_one_place():
+    """No module but fusionjax/rundir.py spells a run-directory name as a string."""
+    spelled = []
+    for path in sorted([*(ROOT / "fusionjax").rglob("*.py"), *(ROOT / "fusionjax_plugins").rglob("*.py")]):
+        if path.name == "rundir.py":
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef)
+                      and n.body and isinstance(n.body[0], ast.Expr)}
+        spelled += [f"{path.relative_to(ROOT)}:{n.lineno} {n.value!r}" for n in ast.walk(tree)
+                    if isinstance(n, ast.Constant) and n.value in rundir.LAYOUT and id(n) not in docstrings]
+    assert not spelled, spelled
 
 
 def test_evaluate_reproduces_the_runs_test_metrics(run_dir):
@@ -63,12 +80,44 @@ def test_predict_answers_from_raw_files(run_dir, tmp_path):
 
 def test_predict_and_evaluate_errors(run_dir, tmp_path):
     out = run_cli("predict", str(run_dir), "smell=roses")
-    assert out.returncode == 2 and "image, audio, text" in out.stderr.replace("audio, image", "")  \
-        or "modality" in out.stderr
+    assert out.returncode == 2 and "has no modality 'smell'" in out.stderr
+    assert "its modalities are: audio, image, text" in out.stderr
+    out = run_cli("predict", str(run_dir), "imgae=x.png")
+    assert out.returncode == 2 and "did you mean 'image'?" in out.stderr
     out = run_cli("predict", str(run_dir), f"image={tmp_path / 'nope.png'}")
     assert out.returncode == 1 and "nope.png: image file not found" in out.stderr
-    out = run_cli("evaluate", str(tmp_path))
-    assert out.returncode == 1 and "not a fusionjax run directory" in out.stderr
+    for top in ("0", "-1"):
+        out = run_cli("predict", str(run_dir), "text=which is larger", "--top", top)
+        assert out.returncode == 2 and "must be an int >= 1" in out.stderr
+    out = run_cli("evaluate", str(run_dir), "--split", "tset")
+    assert out.returncode == 2 and "(did you mean 'test'?)" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_each_wrong_directory_is_its_own_error(run_dir, tmp_path):
+    """Not a run, an unfinished run, a file of the wrong shape: exit 2, a message that
+    names the directory and what to do, never a traceback."""
+    cases = {}
+    cases["empty"] = tmp_path / "empty"
+    cases["empty"].mkdir()
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(run_dir, unfinished)
+    shutil.rmtree(unfinished / rundir.MODEL)
+    listed = tmp_path / "listed"
+    shutil.copytree(run_dir, listed)
+    (listed / rundir.CONFIG).write_text("[1, 2]")
+    expected = {"empty": "not a fusionjax run directory", unfinished.name: "has no final model",
+                listed.name: "config.json holds a list, not a JSON object"}
+    for path in (cases["empty"], unfinished, listed):
+        for command in ("evaluate", "predict"):
+            args = [command, str(path)] + (["text=which is larger"] if command == "predict" else [])
+            out = run_cli(*args)
+            assert out.returncode == 2, (path, out.stderr)
+            assert str(path) in out.stderr and expected[path.name] in out.stderr, out.stderr
+            assert "Traceback" not in out.stderr
+    out = run_cli("resume", str(unfinished))  # an unfinished run resumes; a finished one never
+    assert out.returncode == 0, out.stderr[-2000:]
+    out = run_cli("resume", str(unfinished))
+    assert out.returncode == 2 and "already holds a finished run" in out.stderr
 
 
 def test_missing_plugin_names_its_package(run_dir, tmp_path):
@@ -86,16 +135,18 @@ def test_missing_plugin_names_its_package(run_dir, tmp_path):
     assert "ghost_fusions" in out.stderr and "pip install fusionjax-ghost" in out.stderr
 
 
-def test_a_damaged_checkpoint_is_refused(run_dir, tmp_path):
+def test_a_damaged_model_is_refused(run_dir, tmp_path):
     broken = tmp_path / "damaged"
     shutil.copytree(run_dir, broken)
-    (broken / "checkpoint" / "params.msgpack").write_bytes(b"\x00garbage")
+    for f in (broken / rundir.MODEL).rglob("*"):
+        if f.is_file() and f.stat().st_size > 0:
+            f.write_bytes(b"\x00garbage")
     out = run_cli("evaluate", str(broken))
-    assert out.returncode == 1 and "params.msgpack" in out.stderr
-    shutil.copytree(run_dir / "checkpoint", broken / "checkpoint", dirs_exist_ok=True)
-    config = json.loads((broken / "config.json").read_text())
+    assert out.returncode == 2 and "the final model (final_model/) cannot be read" in out.stderr
+    shutil.rmtree(broken / rundir.MODEL)
+    shutil.copytree(run_dir / rundir.MODEL, broken / rundir.MODEL)
+    config = json.loads((broken / rundir.CONFIG).read_text())
     config["model"]["head"]["hidden"] = [7]
-    (broken / "config.json").write_text(json.dumps(config))
+    (broken / rundir.CONFIG).write_text(json.dumps(config))
     out = run_cli("evaluate", str(broken))
-    assert out.returncode == 1 and "does not fit the model" in out.stderr
-    assert np.isfinite(1.0)
+    assert out.returncode == 2 and "does not fit the model" in out.stderr

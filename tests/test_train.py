@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 from conftest import ROOT, TINY, run_cli
 
+from fusionjax import rundir
 from fusionjax.assembly import assemble
 from fusionjax.config import apply_overrides
 from fusionjax.parallel import data_mesh, shard_batch
+from fusionjax.rundir import RunDir
 from fusionjax.training.loop import train
 from fusionjax.training.step import make_steps
 
@@ -61,7 +63,7 @@ def test_text_alone_is_learned_by_the_lstm(tiny_config, tmp_path):
 # image encoder's dense layer and the LSTM wide enough (2**14 elements) that one kernel
 # splits along its rows and one along its columns; every other leaf stays replicated.
 EIGHT_DEVICES = textwrap.dedent("""
-    import os, sys, json, shutil, copy
+    import os, sys, json, shutil, copy, dataclasses
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
     os.environ["JAX_PLATFORMS"] = "cpu"
     sys.path.insert(0, {tests!r})
@@ -74,8 +76,9 @@ EIGHT_DEVICES = textwrap.dedent("""
     from conftest import TINY
     from fusionjax.assembly import assemble
     from fusionjax.parallel import bytes_per_device, data_mesh, shard_batch, to_host
-    from fusionjax.runs import load_run
-    from fusionjax.training.loop import evaluate, train
+    from fusionjax.evaluation import evaluate
+    from fusionjax.rundir import RunDir, load_run
+    from fusionjax.training.loop import train
     from fusionjax.training.step import make_steps
     assert jax.device_count() == 8
     cfg = copy.deepcopy(TINY)
@@ -85,7 +88,7 @@ EIGHT_DEVICES = textwrap.dedent("""
     out = {{}}
     for name, n, shard in (("one", 1, False), ("replicated", 8, False), ("sharded", 8, True)):
         mesh = data_mesh(jax.devices()[:n])
-        steps = make_steps(a.build(), a.optimizer, mesh, shard_params=shard)
+        steps = make_steps(a.build(), a.optimizer, mesh, dataclasses.replace(a.train, shard_params=shard))
         state, losses = steps.init, []
         for batch in a.dataset.batches("train", 32, seed=0, shuffle=True, drop_remainder=True):
             state, stats = steps.train(state, shard_batch(batch, mesh))
@@ -98,7 +101,7 @@ EIGHT_DEVICES = textwrap.dedent("""
                  if x.sharding.spec != jax.sharding.PartitionSpec()}}
         out[name] = dict(losses=losses, split=split, bytes=bytes_per_device(state),
                          devices=len(jax.tree.leaves(state.params)[0].sharding.device_set),
-                         eval=evaluate(steps, state, a, "test", 32, mesh)["loss"],
+                         eval=evaluate(steps, state, a, "test", 32, mesh).metrics["loss"],
                          params=[np.ravel(x)[:50].tolist() for x in jax.tree.leaves(to_host(state.params))])
 
     # A sharded run interrupted after its checkpoint of step 3 (a copy without the later
@@ -107,21 +110,20 @@ EIGHT_DEVICES = textwrap.dedent("""
     full = train(assemble(cfg), tmp / "full", log=lambda s: None)
     shutil.copytree(tmp / "full", tmp / "resumed")
     shutil.rmtree(tmp / "resumed" / "checkpoints" / "6")
-    (tmp / "resumed" / "checkpoint" / "params.msgpack").unlink()
+    shutil.rmtree(RunDir(tmp / "resumed").model_dir)
     logged = []
     resumed = train(assemble(cfg), tmp / "resumed", log=logged.append)
     run = load_run(tmp / "full")  # as `fusionjax evaluate` loads it
-    steps = make_steps(run.model, run.assembly.optimizer, data_mesh(),
-                       shard_params=run.assembly.train.shard_params)
+    steps = make_steps(run.model, run.assembly.optimizer, data_mesh(), run.assembly.train)
     out["resume"] = dict(
         log=logged, full=full.eval_metrics, resumed=resumed.eval_metrics,
-        loaded=evaluate(steps, steps.init, run.assembly, "test", 32, data_mesh()),
+        loaded=evaluate(steps, steps.init, run.assembly, "test", 32, data_mesh()).metrics,
         specs=[list(x.sharding.spec) for x in jax.tree.leaves(resumed.state)],
         records=[[{{k: v for k, v in json.loads(line).items() if k != "examples_per_s"}}
                   for line in (tmp / r / "metrics.jsonl").read_text().splitlines()]
                  for r in ("full", "resumed")],
-        same_params=((tmp / "full" / "checkpoint" / "params.msgpack").read_bytes()
-                     == (tmp / "resumed" / "checkpoint" / "params.msgpack").read_bytes()))
+        same_params=all(np.array_equal(x, y) for x, y in zip(
+            jax.tree.leaves(to_host(full.state.params)), jax.tree.leaves(to_host(resumed.state.params)))))
     print(json.dumps(out))
 """)
 
@@ -206,12 +208,11 @@ def test_cli_train_writes_a_run_and_never_overwrites_one(tmp_path):
     out = run_cli("train", str(cfg), "train.steps=4", "train.log_every=2", "--output-dir", str(run))
     assert out.returncode == 0, out.stderr
     assert "step      4/4" in out.stdout and "test: loss" in out.stdout
-    assert {p.name for p in run.iterdir()} == {"config.json", "run.json", "metrics.jsonl",
-                                               "checkpoint", "checkpoints", "tensorboard"}
+    assert {p.name for p in run.iterdir()} == set(rundir.LAYOUT)
     resolved = json.loads((run / "config.json").read_text())
     assert resolved["train"]["steps"] == 4  # overrides and defaults are resolved
     assert resolved["model"]["fusion"]["type"] == "fusions/concat"
-    assert (run / "checkpoint" / "params.msgpack").stat().st_size > 10_000
+    assert sum(f.stat().st_size for f in RunDir(run).model_dir.rglob("*") if f.is_file()) > 10_000
     facts = json.loads((run / "run.json").read_text())  # how the numbers were computed
     assert facts["fast_paths"]["max_pool"] is True and facts["fast_paths"]["lstm"] is True
     # the resolved config is itself a valid config

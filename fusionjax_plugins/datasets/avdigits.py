@@ -25,6 +25,43 @@ from fusionjax_plugins.datasets.digits_base import DigitsBase, pick_per_class
 
 
 class AVDigits(DigitsBase):
+    """Image + audio: each example is an MNIST image (``image``, float32 ``[28, 28, 1]``,
+    normalised with MNIST's mean and standard deviation) paired with a spoken recording of
+    the same digit from the Free Spoken Digit Dataset (``audio``, float32
+    ``[num_samples]``); the label is the digit, 0-9 (10 classes).
+
+    Splits: ``train`` and ``test`` (MNIST's own train/test files; FSDD's standard split,
+    recording index 0-4 = test).  The train pairing is re-drawn every epoch, the test
+    pairing is fixed.  With ``noisy = true`` both modalities are degraded so that neither
+    alone is reliable.  Details, sizes and the calibration of the noise:
+    [data.md](data.md#bundled-data-sets).  Provides ``sample_rate`` (audio) and
+    ``num_classes`` (10).
+
+    Parameters:
+        root: Folder holding ``mnist/`` and ``fsdd/``; none: ``$FUSIONJAX_DATA``, else
+            ``examples/data`` (see above).
+        noisy: Degrade both modalities with the three settings below (which have no effect
+            otherwise).
+        image_noise: Standard deviation of the Gaussian noise added to every pixel, in units
+            of the ``[0, 1]`` pixel range. ``>= 0``.
+        occlusion: Side of the square, at a random place in each image, that is blanked (set
+            to black, after the noise). ``0..28``; ``0``: no square.
+        audio_snr_db: White noise added at this signal-to-noise ratio in dB, relative to the
+            power of the recording's non-zero samples (its zero padding is not counted);
+            negative: the noise is louder than the voice.
+        sample_rate: Recordings are resampled to this rate (Hz; FSDD is recorded at 8 kHz).
+            ``>= 1``.
+        num_samples: Samples per recording after crop/pad (0.75 s at 8 kHz). ``>= 1``.
+        align: Which part of a recording crop/pad keeps ([data.md](data.md#audio)).
+        train_size: Training examples per epoch (none: all): a random subset of the MNIST
+            training images, drawn afresh each epoch. At most the number of MNIST training
+            images (60,000; 3,000 in ``examples/data``); a larger value is not caught by
+            ``config check``.
+        test_size: Examples in ``test`` (none: all): a fixed random subset of the MNIST test
+            images. At most their number (10,000; 1,000 in ``examples/data``).
+        seed: Seed of the pairings, subsets and noise. The test draw depends on it alone; the
+            train draw of each epoch also on ``train.seed``.
+    """
 
     test_settings = {"train_size": 40, "test_size": 20, "num_samples": 2000}
     def __init__(

@@ -52,6 +52,44 @@ VOCAB_FILE = "vocab.json"
 
 
 class DigitQA(DigitsBase):
+    """Image + audio + text: each example is an MNIST image of a digit ``a`` (``image``), an
+    FSDD recording of a digit ``b`` drawn independently of ``a`` (``audio``), and an
+    instruction in varied wording asking for their sum, their (absolute) difference, the
+    larger or the smaller (``text``, int32 ``[max_len]``).
+
+    The label depends on ``target``: the answer as a class, 0-18 (19 classes, whatever
+    ``operations`` holds); the answer as a float32 number, for the ``regression`` head; or
+    which digits are shown and spoken, a multi-hot float32 ``[10]`` vector with ones at
+    ``a`` and ``b`` (a single one when they are equal), for the ``multilabel`` head (the
+    text does not matter for it).  Splits: ``train`` and ``test``, drawn from the matching
+    MNIST and FSDD splits as for ``avdigits``; train examples are re-drawn every epoch, the
+    test examples are one fixed draw.  The vocabulary is built from training instructions
+    (57 ids with all four operations) and saved in the run directory as ``vocab.json``.
+    Details: [data.md](data.md#bundled-data-sets).  Provides ``vocab_size`` (text),
+    ``sample_rate`` (audio) and ``num_classes`` (19; 10 with ``target = "digits"``; none
+    with ``target = "value"``).
+
+    Parameters:
+        root: Folder holding ``mnist/`` and ``fsdd/`` (see above).
+        operations: The questions asked, each equally likely; a non-empty list of these four
+            names (``data.operations: unknown operation(s) ['product']; choose from sum,
+            difference, larger, smaller``).
+        max_len: Tokens per instruction (the longest instruction has 18 words). ``>= 4``.
+        sample_rate: Recordings are resampled to this rate (Hz). ``>= 1``.
+        num_samples: Samples per recording after crop/pad. ``>= 1``.
+        align: Which part of a recording crop/pad keeps.
+        train_size: Training examples per epoch (images and recordings are drawn with
+            replacement, so this may exceed the number of images).
+        test_size: Examples in ``test``.
+        target: The label: ``"answer"``, the answer as a class id (int32, 19 classes);
+            ``"value"``, the answer as a number (float32 ``()``, no classes; a
+            ``regression`` head); ``"digits"``, the multi-hot float32 ``[10]`` of the
+            written and the spoken digit (10 labels, named ``0``-``9``; a ``multilabel``
+            head).
+        seed: Seed of the draws and of the instructions the vocabulary is built from. The
+            test draw depends on it alone; the train draw of each epoch also on
+            ``train.seed``.
+    """
 
     test_settings = {"train_size": 40, "test_size": 20, "num_samples": 2000}
     def __init__(

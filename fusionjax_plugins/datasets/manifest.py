@@ -78,7 +78,53 @@ class _Row:
 
 
 class ManifestDataset(Dataset):
-    """Examples listed in a CSV (with a header row) or JSONL manifest."""
+    """Examples listed in a CSV (with a header row) or JSONL manifest.
+
+    Your own data, one example per row; each modality is a column, whose *kind*
+    (``image``, ``audio``, ``text``, ``text_file``) says what it holds.  Class names come
+    from a label column; splits from a split column or a seeded stratified train/test
+    split.  Text modalities share one vocabulary, built from the train split and saved in
+    the run directory as ``vocab.json``.  Provides ``vocab_size`` (text), ``sample_rate``
+    (audio) and ``num_classes`` (the number of labels).  The format and the handling of
+    bad rows are in [data.md](data.md#your-own-data-manifest).
+
+    ``on_error`` says what a bad row does: ``"raise"`` stops with a data error naming the
+    manifest, line, column and file; ``"skip"`` drops the row and lists it in the data
+    set's ``problems`` (and ``run.json``'s ``skipped_examples``); ``"absent"`` keeps the
+    row and marks only the bad input absent for that example (zeros,
+    ``mask/<modality> = false``; an empty cell, a missing or unreadable file, a text with
+    no word), skipping rows with no usable input or a bad label.  With ``"absent"`` every
+    batch carries a mask for every modality, and ``config check`` reports the absent
+    inputs per modality ([data.md](data.md#absent-inputs)).
+
+    Parameters:
+        path: The manifest, ``.csv`` or ``.jsonl``/``.ndjson`` (relative to the working
+            directory).
+        modalities: Modality (= column) name → kind: ``image``, ``audio``, ``text``,
+            ``text_file``. ``label`` and ``mask/...`` are reserved.
+        label_column: The column holding the class name.
+        labels: The label set in class-id order; none: the train split's labels, sorted
+            (numerically when every label is an integer). At least two, distinct.
+        split_column: A column naming each row's split (a ``train`` split is required);
+            none: a seeded stratified train/test split.
+        test_fraction: Share of each class in ``test`` (without ``split_column``); strictly
+            between 0 and 1.
+        seed: Seed of the split (independent of ``train.seed``).
+        image_size: ``[height, width]`` every image is resized to.
+        image_channels: 1 (greyscale) or 3 (RGB).
+        image_mean: Images are ``(pixel / 255 - image_mean) / image_std``.
+        image_std: See ``image_mean``; ``> 0``.
+        sample_rate: Audio is resampled to this rate (Hz); the audio encoder's
+            ``sample_rate`` default.
+        num_samples: Audio length after crop/pad.
+        align: Which part of a recording crop/pad keeps ([data.md](data.md#audio)).
+        max_len: Tokens per text (truncated / padded with 0).
+        max_vocab: At most this many ids in the vocabulary, padding and unknown included
+            (``>= 3``); none: every word.
+        min_count: Words seen fewer times in the train split map to unknown.
+        on_error: What a bad row or input does: ``"raise"``, ``"skip"`` or ``"absent"``
+            (see above).
+    """
 
     # the shipped sample manifest: 36 spoken digits (FSDD) with a text each, three classes
     test_settings = {"path": str(shipped_root() / "samples" / "spoken_digits.csv"),

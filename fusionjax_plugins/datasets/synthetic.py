@@ -30,6 +30,39 @@ MODALITIES = ("image", "text", "audio")
 
 
 class SyntheticDataset(Dataset):
+    """A generated classification data set (NumPy only, lazily generated, deterministic in
+    ``seed``) with the modalities ``image`` (``[image_size, image_size, 1]`` float32),
+    ``text`` (``[seq_len]`` int32, 0-padded) and ``audio`` (``[num_samples]`` float32).
+
+    Every modality in ``informative`` carries the label under noise: the image has a
+    bright square at a label-dependent grid position, the text contains the keyword id
+    ``1 + label``, the audio is a sine at ``200 + 300 * label`` Hz.  A modality not in
+    ``informative`` carries the same kind of signal for a random label.  Splits: ``train``
+    and ``test``.  Provides ``vocab_size`` (text) and ``sample_rate`` (audio) as encoder
+    defaults, and ``num_classes`` as the head's default.  The parameters are checked when
+    the data set is constructed, so ``config check`` reports them
+    (``data.train_size: must be >= 1, got 0``).
+
+    Parameters:
+        modalities: Which modalities the data set provides (each one of ``image``,
+            ``text``, ``audio``).
+        informative: Which modalities carry the label (each one of ``image``, ``text``,
+            ``audio``; an unknown name is reported at ``data.informative``); none: all of
+            ``modalities``.
+        num_classes: Number of classes; ``2..25`` and at most ``vocab_size - 2``.
+        train_size: Examples in the ``train`` split. ``>= 1``.
+        test_size: Examples in the ``test`` split. ``>= 1``.
+        image_size: Image height and width. ``>= 1``.
+        seq_len: Text length in tokens (rows are right-padded with 0 to this length).
+            ``>= 1``.
+        vocab_size: Text vocabulary size (ids ``0..vocab_size-1``; 0 is padding).
+        sample_rate: Audio sample rate (Hz); ``>= 1``, and must exceed
+            ``2 * (200 + 300 * (num_classes - 1))``, e.g. 5800 for 10 classes.
+        num_samples: Audio samples per example. ``>= 1``.
+        noise: Noise scale (Gaussian; standard deviation ``noise`` for images,
+            ``0.5 * noise`` for audio).
+        seed: Seed of the generated data (independent of ``train.seed``).
+    """
 
     test_settings = {"num_classes": 3, "train_size": 48, "test_size": 24, "image_size": 8, "seq_len": 6,
                          "vocab_size": 20, "num_samples": 400}

@@ -24,6 +24,30 @@ class CNNImageEncoder(Encoder):
     The token sequence is the final feature map, one token per position.
 
     Example (MNIST-sized): ``channels=[32, 64], readout="flatten", dense=128``.
+
+    Input: images ``[H, W, C]`` (or ``[H, W]``, treated as one channel), cast to float32.
+
+    Output width: ``dense``; without the dense layer, ``H' * W' * channels[-1]`` for
+    ``flatten`` (``H'``, ``W'`` after pooling) or ``channels[-1]`` for ``avg``/``max``.
+    Token sequence (for token-based fusions): one token per position of the final feature
+    map, width ``channels[-1]``.
+
+    Parameters:
+        input_shape: The modality's per-example shape; must have 2 or 3 dimensions.
+        channels: Output channels of each convolution (one conv + ReLU per entry). At least
+            one entry, all ``>= 1``.
+        kernel_size: Square kernel size of every convolution ('same' padding), or one size
+            per entry of ``channels``. Each ``>= 1``.
+        pool: Pooling after each of the first ``pool_layers`` convolutions; ``"none"``
+            disables pooling.
+        pool_size: Pooling window and stride (square, 'valid' padding). ``>= 1``.
+        pool_layers: How many of the first convolutions are followed by pooling (none: all);
+            ``0..len(channels)``. The poolings must not shrink the image to nothing.
+        readout: ``"flatten"``: the whole final feature map (size derived from the data set's
+            image shape); ``"avg"``/``"max"``: global pooling over positions.
+        dense: Width of the final dense + ReLU layer; ``0`` drops the layer. Negative is an
+            error (``model.encoders.image.dense: must be >= 1, or 0 for no dense layer; got
+            -1``).
     """
 
     test_settings = {"channels": [4, 8], "dense": 16}

@@ -46,6 +46,19 @@ class LSTMTextEncoder(Encoder):
     bidirectional, the backward state at its first real token, concatenated).
     Padding (id 0) never changes the result.  The token sequence is the last
     layer's per-token outputs with ``valid = ids != 0``.
+
+    Input: int token ids ``[T]``, 0 = padding.  Output width:
+    ``hidden * (2 if bidirectional else 1)``.
+
+    Parameters:
+        input_shape: Must be 1-D (``[T]``).
+        vocab_size: Size of the embedding table (token ids ``0..vocab_size-1``). Required;
+            taken from the data set's text metadata (``synthetic``: ``data.vocab_size``), and
+            must equal it if set. ``>= 1``.
+        embed_dim: Embedding width. ``>= 1``.
+        hidden: LSTM hidden size per direction. ``>= 1``.
+        layers: Number of stacked LSTM layers. ``>= 1``.
+        bidirectional: Add a backward LSTM in every layer.
     """
 
     test_settings = {"vocab_size": 30, "embed_dim": 8, "hidden": 8, "bidirectional": True, "layers": 2}

@@ -30,6 +30,48 @@ class SpectrogramAudioEncoder(Encoder):
     Under mixed precision the waveform arrives in float32 (``full_precision_input``)
     and the STFT and mel filterbank run in float32; the log-mel spectrogram is cast
     to the parameters' dtype before the conv stack.
+
+    Input: mono waveforms ``[samples]``.  The front end: a centred STFT with a periodic
+    Hann window and reflect padding, the power spectrum, a Slaney mel filterbank as in
+    ``librosa.filters.mel``, ``log(mel power + log_offset)``;
+    ``frames = 1 + samples // hop_length``.  The conv stack is that of ``cnn_image``.
+
+    Output width: ``dense``; without the dense layer, ``channels[-1]`` for ``avg``/``max``,
+    ``M' * channels[-1]`` for ``time_avg`` and ``T' * M' * channels[-1]`` for ``flatten``,
+    where ``T' x M'`` is the ``frames x n_mels`` spectrogram after the poolings (each
+    pooling floor-divides both by ``pool_size``).  Example: ``examples/avdigits.toml``
+    (6000 samples, ``hop_length = 128``, ``n_mels = 40``, two poolings of 2) flattens
+    ``11 x 10 x 32 = 3520`` features into its dense layer.  Token sequence: one token per
+    spectrogram frame after the conv stack, holding every mel band's channels: width
+    ``M' * channels[-1]`` (``10 x 32 = 320`` in ``examples/avdigits.toml``).
+
+    Parameters:
+        input_shape: Must be 1-D (``[samples]``).
+        sample_rate: Sample rate in Hz. Required; taken from the data set's audio metadata
+            (``synthetic``: ``data.sample_rate``), and must equal it if set.
+        n_fft: STFT window / FFT size. ``>= 2``, and ``n_fft // 2`` must be less than
+            ``samples``.
+        hop_length: Samples between frames. ``>= 1``.
+        n_mels: Number of mel bands. ``>= 1``.
+        fmin: Lowest filterbank frequency (Hz).
+        fmax: Highest filterbank frequency (Hz); none: ``sample_rate / 2``. Must satisfy
+            ``0 <= fmin < fmax <= sample_rate / 2``.
+        log_offset: Added to the mel power before the log.
+        channels: Output channels of each convolution. At least one entry, all ``>= 1``.
+        kernel_size: Square kernel size ('same' padding), or one size per entry of
+            ``channels``. Each ``>= 1``.
+        pool: Pooling after each of the first ``pool_layers`` convolutions; ``"none"``
+            disables it.
+        pool_size: Pooling window and stride. ``>= 1``.
+        pool_layers: How many of the first convolutions are followed by pooling (none: all);
+            must not shrink the ``frames x n_mels`` spectrogram to nothing.
+        readout: ``"avg"``/``"max"``: global pooling over time and mel bins. ``"time_avg"``:
+            the mean over time only, keeping the mel axis (shift-invariant in time, keeps the
+            spectral shape; suits speech). ``"flatten"``: the whole final feature map (size
+            derived from the data set's clip length, ``samples``).
+        dense: Width of the final dense + ReLU layer; ``0`` drops the layer. Negative is an
+            error (``model.encoders.audio.dense: must be >= 1, or 0 for no dense layer; got
+            -1``).
     """
 
     test_settings = {"sample_rate": 8000, "n_fft": 64, "hop_length": 32, "n_mels": 16,

@@ -29,6 +29,11 @@ class AttentionFusion(Fusion):
     Missing modalities: the softmax runs over the modalities the example has;
     an example with none gets zeros.  ``weights()`` returns the attention weights,
     for inspection.
+
+    Parameters:
+        in_features: Encoder output width per modality.
+        features: Common width of the projections and output width, ``>= 1``.
+        attention_features: Hidden width of the scoring network, ``>= 1``.
     """
 
     test_settings = {"features": 8, "attention_features": 4}

@@ -28,6 +28,16 @@ class BottleneckFusion(Fusion):
 
     Missing modalities: the bottleneck average and the output mean run over the
     modalities the example has, so an absent modality writes nothing anywhere.
+
+    Parameters:
+        in_features: Encoder output width per modality.
+        token_features: Encoder token width per modality.
+        features: Model width; a positive multiple of ``heads``.
+        heads: Attention heads.
+        layers: Blocks per modality, ``>= 1``.
+        unimodal_layers: The first layers that do not exchange through the bottleneck (MBT's
+            mid fusion); ``0 <= unimodal_layers < layers``.
+        bottlenecks: Number of bottleneck tokens, ``>= 1``.
     """
 
     test_settings = {"features": 8, "heads": 2, "layers": 2, "unimodal_layers": 1, "bottlenecks": 2}

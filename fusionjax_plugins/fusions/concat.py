@@ -17,7 +17,11 @@ class ConcatFusion(Fusion):
 
     Late fusion by concatenation, the baseline of the multimodal literature
     (Baltrusaitis et al., 2019, "Multimodal Machine Learning: A Survey and
-    Taxonomy", IEEE TPAMI; MultiBench's ``Concat``)."""
+    Taxonomy", IEEE TPAMI; MultiBench's ``Concat``).
+
+    Parameters:
+        in_features: Encoder output width per modality.
+    """
 
     test_settings = {}
 

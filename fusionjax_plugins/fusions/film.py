@@ -25,6 +25,12 @@ class FiLMFusion(Fusion):
 
     Missing modalities: an absent conditioning modality is zero in ``c``; an absent
     modulated modality gives ``x = 0``, leaving ``beta(c)`` -- what the others say.
+
+    Parameters:
+        in_features: Encoder output width per modality (at least two).
+        modality: The modulated modality; none = the first in sorted order. An unknown name
+            is an error with a did-you-mean (``model.fusion.modality: the model has no
+            modality 'imgae' (did you mean 'image'?)``).
     """
 
     test_settings = {"modality": "b"}

@@ -26,6 +26,10 @@ class GatedFusion(Fusion):
     Missing modalities: an absent modality's embedding is zero in the gate's input
     and its logits are excluded from the softmax, so the gates are renormalised
     over the modalities the example has.
+
+    Parameters:
+        in_features: Encoder output width per modality.
+        features: Width of the candidates and the output, ``>= 1``.
     """
 
     test_settings = {"features": 8}

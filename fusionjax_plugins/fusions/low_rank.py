@@ -26,6 +26,13 @@ class LowRankFusion(Fusion):
     Missing modalities: like :class:`TensorFusion`, an absent modality is
     ``z_m = [1, 0, ..., 0]`` (it keeps only its factor's constant row), so its data
     never reaches the output.
+
+    ``tests/test_fusions.py`` checks it against the full tensor it factorises.
+
+    Parameters:
+        in_features: Encoder output width per modality.
+        features: Output width, ``>= 1``.
+        rank: Rank of the factorised weight, ``>= 1``.
     """
 
     test_settings = {"features": 8, "rank": 3}

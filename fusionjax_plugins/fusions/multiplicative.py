@@ -26,6 +26,13 @@ class MultiplicativeFusion(Fusion):
 
     Missing modalities: absent context modalities are zero in ``z`` (the map
     falls back to ``V x + b``); an absent ``x`` leaves ``U z + b``.
+
+    Parameters:
+        in_features: Encoder output width per modality (at least two).
+        modality: The modality ``x``; none = the first in sorted order.
+        features: Output width, ``>= 1``.
+        max_params: The largest ``W`` (``D_z x D_x x features`` entries) accepted; over it is
+            an error at ``model.fusion.features``.
     """
 
     test_settings = {"features": 8}

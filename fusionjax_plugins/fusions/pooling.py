@@ -31,6 +31,10 @@ class MeanFusion(_Pooling):
     with none gets zeros.  Averaging per-modality representations is the simplest
     late-fusion baseline of the multimodal surveys (e.g. Baltrusaitis et al., 2019,
     "Multimodal Machine Learning: A Survey and Taxonomy").
+
+    Parameters:
+        in_features: Encoder output width per modality.
+        features: The common width, ``>= 1``; the output width.
     """
 
     test_settings = {"features": 8}
@@ -47,7 +51,12 @@ class MaxFusion(_Pooling):
     modality's linear projection to ``features`` (zeros for an example with none).
     Max pooling across modalities is the symmetric, order-free aggregator of deep
     sets (Zaheer et al., 2017, "Deep Sets"), used for fusion e.g. in TorchMultimodal's
-    ``DeepsetFusionModule``."""
+    ``DeepsetFusionModule``.
+
+    Parameters:
+        in_features: Encoder output width per modality.
+        features: The common width, ``>= 1``; the output width.
+    """
 
     test_settings = {"features": 8}
 

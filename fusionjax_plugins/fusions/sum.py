@@ -21,9 +21,16 @@ class SumFusion(Fusion):
 
     Additive late fusion (Baltrusaitis et al., 2019, "Multimodal Machine Learning:
     A Survey and Taxonomy", IEEE TPAMI), e.g. TorchMultimodal's ``sum`` fusion.
+
+    Parameters:
+        in_features: Encoder output width per modality.
+        features: none: every encoder must have the same output width D, and the output
+            width is D. An int D (``>= 1``): each modality is first projected to width D by
+            its own linear layer.
     """
 
     test_settings = {}
+    benchmark_settings = {"features": 128}  # the bundled encoders' widths differ
 
     def __init__(self, in_features: Mapping[str, int], *, features: int | None = None,
                  rngs: nnx.Rngs):

@@ -30,9 +30,21 @@ class TensorFusion(Fusion):
     Missing modalities: an absent modality is ``z_m = [1, 0, ..., 0]``, which keeps
     exactly the products that do not involve it (as the paper's constant 1
     intends); its data never reaches the output.
+
+    Output width: ``prod_m (D_m + 1)`` (with ``project = k``: ``(k + 1) ** M``).  The size
+    is checked before anything is built, and the error suggests a ``project`` that fits:
+    ``model.fusion.max_features: the fused tensor would have 274,625 features ((64 + 1) x
+    (64 + 1) x (64 + 1)), over max_features = 32,768``, hint ``set model.fusion.project = 31
+    (or less) to project each modality first, or raise model.fusion.max_features knowingly``.
+
+    Parameters:
+        in_features: Encoder output width per modality.
+        project: Project each modality to this width first (``>= 1``); none: no projection.
+        max_features: The largest fused size accepted.
     """
 
     test_settings = {"project": 3}
+    benchmark_settings = {"project": 31}  # a (31 + 1)^3 = 32,768-wide product of three modalities
 
     def __init__(self, in_features: Mapping[str, int], *, project: int | None = None,
                  max_features: int = 32768, rngs: nnx.Rngs):

@@ -31,6 +31,14 @@ class CrossModalTransformer(Fusion):
     Missing modalities: an absent modality's tokens are invalid keys for every
     other target and its own slot of the output is zeros; a target whose others
     are all absent keeps its own tokens (attention over no keys adds nothing).
+
+    Parameters:
+        in_features: Encoder output width per modality (at least two).
+        token_features: Encoder token width per modality.
+        features: Model width; a positive multiple of ``heads``.
+        heads: Attention heads.
+        layers: Cross-modal blocks per target, ``>= 1``.
+        self_layers: Self-attention blocks per target after them, ``>= 0``.
     """
 
     test_settings = {"features": 8, "heads": 2, "layers": 1, "self_layers": 1}

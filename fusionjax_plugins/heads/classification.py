@@ -26,6 +26,24 @@ class ClassificationHead(Head):
     ``macro_f1`` (unweighted mean of the per-class F1) and, with two classes, ``f1``
     of class 1 (the positive class, e.g. "spam").  ``num_classes`` defaults to the
     data set's.
+
+    A class that does not occur among the labels evaluated does not count in
+    ``macro_f1``.  ``probabilities()`` turns the logits into softmax class probabilities
+    ``[B, num_classes]``; [``fusionjax predict``](#command-line) uses it.  The labels
+    must be one integer class id per example (shape ``()``); others are a config error at
+    ``model.head`` whose hint names the head that fits (``multilabel`` for 0/1 vectors,
+    ``regression`` for real values).  A data set without classes (``digit_qa`` with
+    ``target = "value"``) leaves ``num_classes`` unset: the error at
+    ``model.head.num_classes`` says so and suggests ``regression``.
+
+    Parameters:
+        in_features: The fusion's output width.
+        num_classes: Number of classes. Required; taken from the data set's class count
+            (``synthetic``: ``data.num_classes``), and must equal it if set. ``>= 2``.
+        hidden: Widths of the hidden dense + ReLU layers, each ``>= 1``.
+        label_smoothing: Share of the target mass spread evenly over all classes in the
+            training loss; in ``[0, 1)`` (``model.head.label_smoothing: must be in [0, 1), got
+            1.0``).
     """
 
     test_settings = {"num_classes": 5, "hidden": [8], "label_smoothing": 0.1}

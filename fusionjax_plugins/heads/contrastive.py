@@ -46,6 +46,25 @@ class ContrastiveHead(Head):
     figures depend on the batch size (at evaluation, ``train.eval_batch_size``; the
     padded rows of a short last batch are never candidates), and in-batch chance is
     about k / batch size.
+
+    It reads the encoders' embeddings directly, so **the config has no
+    ``[model.fusion]``** (one is an error at ``model.fusion``).  When several examples
+    share a class (as in ``avdigits``, where an image is paired with a random recording
+    of its digit), those are indistinguishable partners and bound ``recall@1`` well below
+    1.  ``predict`` has no single answer for this head (a config error); use
+    ``fusionjax evaluate``.
+
+    Parameters:
+        in_features: Encoder output width per modality.
+        modalities: The two modalities to match, in the order that names the directions.
+            None: the model's two modalities, in config order; with more than two it is a
+            config error at ``model.head.modalities`` listing them. An unknown name is an
+            error with a did-you-mean suggestion.
+        features: Width of the shared embedding space. ``>= 1``.
+        temperature: Initial (or, with ``learn_temperature = false``, fixed) softmax
+            temperature. ``>= 0.01`` (the scale is clipped at 100).
+        learn_temperature: Train the temperature (a parameter) or keep it fixed.
+        recall_at: The ``k``s of the ``recall@k`` metrics, each ``>= 1``.
     """
 
     inputs: ClassVar[Literal["fused", "embeddings"]] = "embeddings"

@@ -42,6 +42,21 @@ class MultiLabelHead(Head):
       step-wise sum ``sum_k (R_k - R_{k+1}) P_k``.  It equals scikit-learn's
       ``average_precision_score`` on probabilities rounded down to multiples of 1/1000,
       typically within 1e-3 of the exact value.
+
+    Example data: ``digit_qa`` with ``target = "digits"``.  ``probabilities()`` gives the
+    per-label sigmoid probabilities ``[B, num_classes]``; ``predict`` lists the labels at
+    or above ``threshold`` and the most probable ones.
+
+    Parameters:
+        in_features: The fusion's output width.
+        num_classes: Number of labels: the length of each label vector. Required; taken from
+            the data set's class count (``digit_qa`` with ``target = "digits"``: 10), and must
+            equal it if set. ``>= 1``. The labels must have shape ``(num_classes,)``; one
+            class id per example is a config error at ``model.head`` with the hint
+            ``use type = "classification"``.
+        hidden: Widths of the hidden dense + ReLU layers, each ``>= 1``.
+        threshold: Probability at which a label counts as predicted (F1, exact match,
+            ``predict``); strictly between 0 and 1.
     """
 
     def __init__(self, in_features: int, *, num_classes: int, hidden: tuple[int, ...] = (),

@@ -32,6 +32,18 @@ class RegressionHead(Head):
     equal scores 1 if predicted exactly, else 0 (as scikit-learn's ``r2_score``).  The
     sums are float32: ``r2`` loses precision for targets whose mean is large next to
     their spread (standardise such targets).
+
+    Labels must be floating point (e.g. ``digit_qa`` with ``target = "value"``); integer
+    labels are a config error at ``model.head`` with the hint to use ``classification``.
+    ``values()`` returns the predictions; ``predict`` prints them.
+
+    Parameters:
+        in_features: The fusion's output width.
+        label_shape: The per-example shape of the data set's labels.
+        hidden: Widths of the hidden dense + ReLU layers, each ``>= 1``.
+        loss: The training loss (and the metric ``loss``); ``"huber"`` is squared within
+            ``huber_delta`` of the target and linear beyond.
+        huber_delta: Where the Huber loss turns from squared to linear. ``> 0``.
     """
 
     def __init__(self, in_features: int, *, label_shape: tuple[int, ...], hidden: tuple[int, ...] = (),

@@ -20,11 +20,10 @@ NOT_METRICS = ("step", "split", "examples_per_s")
 
 def read_metrics(run_dir: Path) -> list[dict]:
     """The records of ``run_dir/metrics.jsonl``; a torn last line (a run still writing) is skipped."""
-    run = RunDir(run_dir)
-    run.read_config()  # NotARunError where there is no run
-    path = run.metrics_file
+    path = RunDir(run_dir).metrics_file
     if not path.is_file():
-        raise NotARunError(f"no {path.name}: its training has not started", path=run_dir)
+        raise NotARunError(f"no {path.name} (not a fusionjax run directory, or its training has "
+                           "not started)", path=run_dir)
     records = []
     for line in path.read_text().splitlines():
         try:

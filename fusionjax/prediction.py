@@ -39,6 +39,12 @@ class Predictor:
         graphdef, state = nnx.split(run.model)
         self._state = state
         self._forward = jax.jit(lambda s, b: nnx.merge(graphdef, s)(b))
+        # a head without a single-example answer says so now, before any input is read
+        empty = {m: np.zeros((1, *f.shape), f.dtype) for m, f in run.assembly.dataset.spec.items()
+                 if m in self.modalities}
+        shapes = jax.eval_shape(self._forward, state, empty)
+        run.model.head.answer(jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes),
+                              label_names=run.assembly.dataset.label_names)
 
     def batch(self, inputs: Mapping[str, str]) -> Batch:
         """A batch of one example from raw inputs (``{modality: path or text}``)."""

@@ -123,9 +123,11 @@ def test_absent_inputs_are_zeros_with_masks_false(tmp_path):
         ManifestDataset(path=str(manifest), **KW)
     skipping = ManifestDataset(path=str(manifest), on_error="skip", **KW)
     assert mask_key("image") not in skipping.spec and not skipping.absent_inputs
-    with pytest.raises(ConfigError) as e:
-        ManifestDataset(path=str(manifest), on_error="ignore", **KW)
-    assert e.value.key == "on_error" and "'absent'" in str(e.value)
+    from fusionjax.config.validation import bind
+
+    with pytest.raises(ConfigError) as e:  # checked where the config is read, once
+        bind(ManifestDataset, {"path": str(manifest), "on_error": "ignore", **KW}, "data", owner="manifest")
+    assert e.value.key == "data.on_error" and "'absent'" in str(e.value)
 
 
 @pytest.fixture(scope="module")

@@ -154,3 +154,49 @@ def test_disable_env_var_tolerates_spaces(site, monkeypatch):
     monkeypatch.setenv("FUSIONJAX_DISABLE_PLUGINS", " one , Pkg-Two ")
     res = site.load(strict=False)
     assert [p.status for p in res.plugins] == ["disabled", "disabled"]
+
+
+FAST = """
+from fusionjax.hookspecs import hookimpl
+
+@hookimpl
+def fusionjax_register_components(registrar):
+    registrar.fast_path("{name}", "a faster formulation", platforms=("cpu",))
+    {after}
+"""
+
+
+def test_fast_path_failures_are_recorded_like_any_plugin_failure(site):
+    """Fast paths come through the plugin hook: a plugin that fails after declaring one
+    keeps none of them; a second declaration of a name is that plugin's error; both are
+    listed with their package, and their fast paths are off."""
+    site("pkg-fast", "fast", FAST.format(name="fused_op", after="pass"))
+    site("pkg-broken", "broken", FAST.format(name="other_op", after="raise RuntimeError('boom')"))
+    site("pkg-twice", "twice", FAST.format(name="fused_op", after="pass"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = site.load(strict=False, disabled=[])
+    infos = by_name(res)
+    assert infos["fast"].status == "active" and infos["fast"].components == ["fast_path:fused_op"]
+    assert set(res.fast_paths) == {"fused_op"}
+    assert res.fast_paths["fused_op"].origin.package == "pkg-fast"
+    assert infos["broken"].status == "error" and "RuntimeError: boom" in infos["broken"].error
+    assert infos["twice"].status == "error" and "already declares" in infos["twice"].error
+    assert "pkg-fast" in infos["twice"].error
+    assert sum(issubclass(w.category, PluginWarning) for w in caught) == 2
+    with pytest.raises(PluginError, match="pkg-broken"):
+        site.load(strict=True, disabled=["twice"])
+
+
+def test_the_fast_paths_of_a_disabled_plugin_are_off(monkeypatch):
+    from fusionjax import fast_paths, plugins
+
+    monkeypatch.setenv("FUSIONJAX_DISABLE_PLUGINS", "kernels")
+    plugins.reset()
+    try:
+        assert "lstm" not in fast_paths.declared() and not fast_paths.enabled("lstm")
+        assert fast_paths.enabled("malloc")  # the core's own
+    finally:
+        monkeypatch.delenv("FUSIONJAX_DISABLE_PLUGINS")
+        plugins.reset()
+    assert fast_paths.enabled("lstm")

@@ -153,7 +153,12 @@ def _resolve(registry: Registry, kind: str, section: Any, key: str) -> Component
         spec = registry.resolve(kind, name)
     except ComponentError as e:
         raise ConfigError(str(e), key=f"{key}.type") from None
-    target = spec.load()
+    try:
+        target = spec.load()  # a lazy "module:attr" target is imported here
+    except ComponentError as e:
+        raise ConfigError(str(e), key=f"{key}.type",
+                          hint="a bug or a missing dependency of that plugin's package; "
+                               "`fusionjax plugins list` shows its status") from None
     base = _BASES[kind]
     if isinstance(target, type) and not issubclass(target, base):
         raise ConfigError(

@@ -8,6 +8,7 @@ error (a message, no traceback); 1 a failure at run time (data, training).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -18,8 +19,13 @@ from fusionjax.errors import ConfigError, DataError, FusionJaxError, RunError, T
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # --json output stays valid JSON whatever a plugin prints while it loads or runs:
+    # everything else that goes to stdout goes to stderr, the JSON to the real stdout
+    args.out = sys.stdout
+    quiet = contextlib.redirect_stdout(sys.stderr) if getattr(args, "json", False) else _nothing()
     try:
-        return args.func(args) or 0
+        with quiet:
+            return args.func(args) or 0
     except DataError as e:
         print(f"fusionjax: data error: {e}", file=sys.stderr)
         return 1
@@ -38,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `fusionjax plugins list --json | head`
         sys.stderr.close()
         return 0
+
+
+@contextlib.contextmanager
+def _nothing():
+    yield
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -206,7 +217,7 @@ def _evaluate(args) -> int:
     size = run.assembly.dataset.size(split)
     if args.sweep:
         return _print_sweep(run.path, split, size, run.sweep(split, batch_size=args.batch_size),
-                            args.json)
+                            args.out if args.json else None)
     drop = tuple(dict.fromkeys(args.drop))
     try:
         metrics, scored = run.evaluate(split, batch_size=args.batch_size, drop=drop)
@@ -216,7 +227,7 @@ def _evaluate(args) -> int:
         raise ConfigError(f"--drop: {e.message}", hint=e.hint) from None
     if args.json:
         print(json.dumps({"run": str(run.path), "split": split, "dropped": list(drop),
-                          "examples": scored, **metrics}))
+                          "examples": scored, **metrics}), file=args.out)
     else:
         what = f"{size} examples" if scored == size else f"{scored} of {size} examples"
         what += f", without {', '.join(drop)}" if drop else ""
@@ -224,10 +235,10 @@ def _evaluate(args) -> int:
     return 0
 
 
-def _print_sweep(path, split: str, size: int, rows, as_json: bool) -> int:
-    if as_json:
+def _print_sweep(path, split: str, size: int, rows, json_out) -> int:
+    if json_out is not None:
         print(json.dumps([{"condition": r.condition.name, "dropped": list(r.condition.drop),
-                           "examples": r.examples, **r.metrics} for r in rows]))
+                           "examples": r.examples, **r.metrics} for r in rows]), file=json_out)
         return 0
     names = list(rows[0].metrics)
     table = [["condition", *names, "examples"]]
@@ -252,14 +263,17 @@ def _predict(args) -> int:
                               hint='e.g. image=digit.png audio=seven.wav text="what is the sum"')
         given[name] = value
     answer = load_run(args.run_dir).predictor()(given, top=args.top)
-    print(json.dumps(answer.to_json()) if args.json else "\n".join(answer.lines()))
+    if args.json:
+        print(json.dumps(answer.to_json()), file=args.out)
+    else:
+        print("\n".join(answer.lines()))
     return 0
 
 
 def _config_check(args) -> int:
     assembly = _assemble(args)
     if args.json:
-        print(json.dumps(assembly.resolved_config(), indent=2))
+        print(json.dumps(assembly.resolved_config(), indent=2), file=args.out)
     else:
         _print_summary(args.config, assembly)
     return 0
@@ -282,11 +296,15 @@ def _print_summary(config: str, assembly) -> None:
 
 
 def _plugins_list(args) -> int:
-    from fusionjax.plugins import loaded
+    import warnings
 
-    infos = loaded().plugins
+    from fusionjax.plugins import PluginWarning, load_plugins
+
+    with warnings.catch_warnings():  # the listing itself shows every failure, strict mode or not
+        warnings.simplefilter("ignore", PluginWarning)
+        infos = load_plugins(strict=False).plugins
     if args.json:
-        print(json.dumps([i.to_json() for i in infos], indent=2))
+        print(json.dumps([i.to_json() for i in infos], indent=2), file=args.out)
         return 0
     width = max((len(i.name) for i in infos), default=0)
     for i in infos:
@@ -303,7 +321,7 @@ def _components_list(args) -> int:
         print(json.dumps([{"kind": s.kind, "name": s.name, "qualified_name": s.qualified_name,
                            "plugin": s.origin.plugin, "package": s.origin.package,
                            "version": s.origin.version, "summary": s.summary} for s in specs],
-                         indent=2))
+                         indent=2), file=args.out)
         return 0
     for s in specs:
         print(f"{s.kind:<8} {s.qualified_name:<40} {s.summary}")

@@ -12,9 +12,15 @@ its components are kept.  Environment:
 * ``FUSIONJAX_STRICT_PLUGINS=1`` turns a failing plugin into a :class:`PluginError`.
 
 Plugins load in sorted order, so every host of a multi-host run resolves names
-identically.  Besides components, a plugin may declare fast paths
-(``registrar.fast_path``, see :mod:`fusionjax.fast_paths`); they are kept or dropped
-with its components.  :func:`default_registry` is the process-wide registry.
+identically.  **A plugin name belongs to one distribution**, so a qualified name
+``plugin/component`` always means that distribution's code: the names of the bundled
+plugins (package ``fusionjax``) are reserved, and another package that declares one is
+refused (listed as an error) while the bundled plugin loads; when two other packages
+declare the same plugin name, neither is loaded until one is uninstalled or disabled
+(``FUSIONJAX_DISABLE_PLUGINS=<package>``), and both are listed with the conflict.
+
+Besides components, a plugin may declare fast paths (``registrar.fast_path``, see
+:mod:`fusionjax.fast_paths`); they are kept or dropped with its components.  :func:`default_registry` is the process-wide registry.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from fusionjax.errors import ComponentError, PluginError
 from fusionjax.registry import KINDS, ComponentSpec, PluginOrigin, Registry
 
 ENTRY_POINT_GROUP = "fusionjax.plugins"
+BUNDLED_PACKAGE = "fusionjax"  # the distribution whose plugin names are reserved
 DISABLE_ENV = "FUSIONJAX_DISABLE_PLUGINS"
 STRICT_ENV = "FUSIONJAX_STRICT_PLUGINS"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -162,6 +169,7 @@ def load_plugins(
     blocked = _env_list(DISABLE_ENV) if disabled is None else {_norm(d) for d in disabled}
     eps = discover() if entry_points is None else _dedupe(entry_points)
 
+    owners = _owners(ep for ep in eps if not _blocked(ep, blocked))
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     registry = Registry()
@@ -172,13 +180,12 @@ def load_plugins(
         version = ep.dist.version if ep.dist else None
         info = PluginInfo(ep.name, package, version, "active")
         infos.append(info)
-        if _norm(ep.name) in blocked or (package and _norm(package) in blocked):
+        if _blocked(ep, blocked):
             info.status = "disabled"
             continue
         origin = PluginOrigin(ep.name, package, version)
         try:
-            if any(i.name == ep.name and i.status == "active" for i in infos[:-1]):
-                raise PluginError(f"another installed package already provides a plugin named {ep.name!r}")
+            _check_owner(ep, owners[ep.name])
             registrar = _register_one(pm, ep, origin)
             for f in registrar.fast_paths:
                 if f.name in fast_paths:
@@ -202,6 +209,36 @@ def load_plugins(
         info.components = ([f"{s.kind}:{s.name}" for s in registrar.specs]
                            + [f"fast_path:{f.name}" for f in registrar.fast_paths])
     return LoadResult(registry, infos, fast_paths)
+
+
+def _blocked(ep: md.EntryPoint, blocked: set[str]) -> bool:
+    package = ep.dist.name if ep.dist else None
+    return _norm(ep.name) in blocked or bool(package and _norm(package) in blocked)
+
+
+def _owners(eps: Iterable[md.EntryPoint]) -> dict[str, list[str]]:
+    """Plugin name -> the (enabled) distributions that declare it."""
+    owners: dict[str, list[str]] = {}
+    for ep in eps:
+        owners.setdefault(ep.name, []).append(ep.dist.name if ep.dist else "?")
+    return owners
+
+
+def _check_owner(ep: md.EntryPoint, packages: list[str]) -> None:
+    """The identity rule: a plugin name belongs to one distribution (module docstring)."""
+    package = ep.dist.name if ep.dist else "?"
+    if len(set(packages)) < 2:
+        return
+    if BUNDLED_PACKAGE in packages:
+        if package != BUNDLED_PACKAGE:
+            raise PluginError(f"plugin name {ep.name!r} belongs to the bundled plugin of package "
+                              f"{BUNDLED_PACKAGE}; package {package} cannot take it (rename its "
+                              f"entry point in its pyproject.toml)")
+        return
+    others = ", ".join(sorted(set(packages) - {package}))
+    raise PluginError(f"plugin name {ep.name!r} is declared by package {package} and by {others}; "
+                      f"neither is loaded until one is uninstalled or disabled "
+                      f"({DISABLE_ENV}=<package>)")
 
 
 def _register_one(pm: pluggy.PluginManager, ep: md.EntryPoint, origin: PluginOrigin):

@@ -109,6 +109,10 @@ class RunDir:
         the same config here (to resume it).  Returns True when resuming.  ``write``:
         whether this process writes files (process 0); ``facts`` go to ``run.json``,
         ``dataset.save`` writes what reading new inputs needs."""
+        if self.path.exists() and not self.path.is_dir():
+            raise NotARunError("is a file, not a directory", path=self.path,
+                               hint="give a new or an existing run directory (--output-dir or "
+                                    "train.output_dir)")
         if self.is_finished():
             raise FinishedRunError("already holds a finished run", path=self.path,
                                    hint="choose a new directory (--output-dir or train.output_dir), "
@@ -123,7 +127,10 @@ class RunDir:
                          "this config into a new directory")
             return True
         if write:
-            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise NotARunError(f"cannot be created: {e.strerror or e}", path=self.path) from None
             _write_json(self.config_file, dict(resolved))
             _write_json(self.facts_file, dict(facts))
             dataset.save(self.path)
@@ -193,6 +200,20 @@ class RunDir:
         return params
 
     # -- plugins -----------------------------------------------------------------------
+
+    def check_plugins(self, assembly: Assembly) -> None:
+        """Every component the run used comes from the package that provided it when the
+        run was trained (``run.json``): a plugin name never silently means other code."""
+        used = (_quiet(self.read_facts) or {}).get("plugins", {})
+        for part in [assembly.data_part, *assembly.parts]:
+            then = used.get(part.spec.origin.plugin) if isinstance(used, dict) else None
+            now = part.spec.origin.package
+            if isinstance(then, dict) and then.get("package") not in (None, now):
+                raise ConfigError(
+                    f"this run used plugin {part.spec.origin.plugin!r} from package "
+                    f"{then['package']} {then.get('version', '?')}, but it now comes from package "
+                    f"{now}", key=f"{part.key}.type",
+                    hint=f"install {then['package']} (and remove {now}) to load this run")
 
     def plugin_hint(self, error: ConfigError, config: Mapping[str, Any] | None = None) -> str:
         """Which plugin and package the run used, when a component no longer resolves."""
@@ -267,6 +288,7 @@ def load_run(path: str | Path) -> Run:
         assembly = assemble(config)
     except ConfigError as e:
         raise ConfigError(f"{e}{run_dir.plugin_hint(e, config)}") from None
+    run_dir.check_plugins(assembly)
     if not run_dir.is_finished():
         run_dir.restore_params(None)  # raises UnfinishedRunError
     assembly.dataset.restore(run_dir.path)

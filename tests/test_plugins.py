@@ -200,3 +200,75 @@ def test_the_fast_paths_of_a_disabled_plugin_are_off(monkeypatch):
         monkeypatch.delenv("FUSIONJAX_DISABLE_PLUGINS")
         plugins.reset()
     assert fast_paths.enabled("lstm")
+
+
+def test_a_package_cannot_displace_or_impersonate_a_bundled_plugin(site):
+    """The identity rule: the bundled package owns its plugin names; two other packages
+    with one name load neither, and `plugins list` says why."""
+    site("evil-pkg", "fusions", GOOD.format(component="concat"))
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        res = load_plugins(discover(), strict=False, disabled=[])  # every installed one, the impostor too
+    rows = {p.package: p for p in res.plugins if p.name == "fusions"}
+    assert {k: p.status for k, p in rows.items()} == {"fusionjax": "active", "evil-pkg": "error"}
+    assert "belongs to the bundled plugin of package fusionjax" in rows["evil-pkg"].error
+    assert res.registry.resolve("fusion", "fusions/concat").origin.package == "fusionjax"
+    assert res.registry.resolve("fusion", "sum").origin.package == "fusionjax"
+
+    # two third-party packages, one name: neither loads, both listed; disabling one settles it
+    site("pkg-a", "shared", GOOD.format(component="alpha"))
+    site("pkg-b", "shared", GOOD.format(component="beta"))
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        res = site.load(strict=False, disabled=["evil-pkg"])
+    shared = {p.package: p for p in res.plugins if p.name == "shared"}
+    assert {p.status for p in shared.values()} == {"error"}
+    assert "declared by package pkg-a and by pkg-b" in shared["pkg-a"].error
+    res = site.load(strict=False, disabled=["evil-pkg", "pkg-b"])
+    assert {s.origin.package for s in res.registry if s.origin.plugin == "shared"} == {"pkg-a"}
+
+
+def test_json_output_survives_a_plugin_that_prints(site, monkeypatch, capsys):
+    """--json stays valid JSON whatever a plugin prints; `plugins list` lists a broken
+    plugin even in strict mode (it is the tool to diagnose one)."""
+    import json
+
+    from fusionjax import plugins
+    from fusionjax.cli import main
+
+    site("noisy-pkg", "noisy", "print('hello from a plugin')\n" + GOOD.format(component="loud"))
+    site("broken-pkg", "broken", "raise ImportError('no such thing')\n")
+    monkeypatch.setenv("FUSIONJAX_STRICT_PLUGINS", "1")
+    plugins.reset()
+    try:
+        assert main(["plugins", "list", "--json"]) == 0
+        out = capsys.readouterr()
+        listed = {p["name"]: p for p in json.loads(out.out)}
+        assert listed["noisy"]["status"] == "active" and "hello from a plugin" in out.err
+        assert listed["broken"]["status"] == "error" and "no such thing" in listed["broken"]["error"]
+        monkeypatch.delenv("FUSIONJAX_STRICT_PLUGINS")
+        plugins.reset()
+        assert main(["components", "list", "--kind", "fusion", "--json"]) == 0
+        assert "noisy/loud" in {c["qualified_name"] for c in json.loads(capsys.readouterr().out)}
+    finally:
+        plugins.reset()
+
+
+def test_a_lazy_target_that_fails_names_the_config_key(site, tiny_config):
+    from fusionjax.assembly import assemble
+    from fusionjax.errors import ConfigError
+
+    site("lazy-pkg", "lazy", """
+        from fusionjax.hookspecs import hookimpl
+
+        @hookimpl
+        def fusionjax_register_components(registrar):
+            registrar.fusion("ghost", "no_such_module_anywhere:Ghost")
+    """)
+    res = load_plugins(discover(), strict=False, disabled=[])  # the bundled ones and this one
+    tiny_config["model"]["fusion"] = {"type": "ghost"}
+    with pytest.raises(ConfigError) as e:
+        assemble(tiny_config, registry=res.registry)
+    assert e.value.key == "model.fusion.type"
+    assert "lazy/ghost" in str(e.value) and "package lazy-pkg" in str(e.value)
+    assert "No module named 'no_such_module_anywhere'" in str(e.value)

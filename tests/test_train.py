@@ -222,6 +222,10 @@ def test_cli_train_writes_a_run_and_never_overwrites_one(tmp_path):
     again = run_cli("train", str(cfg), "train.steps=4", "--output-dir", str(run))
     assert again.returncode == 2 and "already holds a finished run" in again.stderr
     assert (run / "metrics.jsonl").read_bytes() == before
+    (tmp_path / "a_file").write_text("keep me")
+    onto_a_file = run_cli("train", str(cfg), "--output-dir", str(tmp_path / "a_file"))
+    assert onto_a_file.returncode == 2 and "is a file, not a directory" in onto_a_file.stderr
+    assert "Traceback" not in onto_a_file.stderr and (tmp_path / "a_file").read_text() == "keep me"
 
 
 def test_two_processes_train_together_like_one(tmp_path):

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # --json output stays valid JSON whatever a plugin prints while it loads or runs:
     # everything else that goes to stdout goes to stderr, the JSON to the real stdout
-    args.out = sys.stdout
+    args.stdout = sys.stdout
     quiet = contextlib.redirect_stdout(sys.stderr) if getattr(args, "json", False) else _nothing()
     try:
         with quiet:
@@ -217,7 +217,7 @@ def _evaluate(args) -> int:
     size = run.assembly.dataset.size(split)
     if args.sweep:
         return _print_sweep(run.path, split, size, run.sweep(split, batch_size=args.batch_size),
-                            args.out if args.json else None)
+                            args.stdout if args.json else None)
     drop = tuple(dict.fromkeys(args.drop))
     try:
         metrics, scored = run.evaluate(split, batch_size=args.batch_size, drop=drop)
@@ -227,7 +227,7 @@ def _evaluate(args) -> int:
         raise ConfigError(f"--drop: {e.message}", hint=e.hint) from None
     if args.json:
         print(json.dumps({"run": str(run.path), "split": split, "dropped": list(drop),
-                          "examples": scored, **metrics}), file=args.out)
+                          "examples": scored, **metrics}), file=args.stdout)
     else:
         what = f"{size} examples" if scored == size else f"{scored} of {size} examples"
         what += f", without {', '.join(drop)}" if drop else ""
@@ -264,7 +264,7 @@ def _predict(args) -> int:
         given[name] = value
     answer = load_run(args.run_dir).predictor()(given, top=args.top)
     if args.json:
-        print(json.dumps(answer.to_json()), file=args.out)
+        print(json.dumps(answer.to_json()), file=args.stdout)
     else:
         print("\n".join(answer.lines()))
     return 0
@@ -273,7 +273,7 @@ def _predict(args) -> int:
 def _config_check(args) -> int:
     assembly = _assemble(args)
     if args.json:
-        print(json.dumps(assembly.resolved_config(), indent=2), file=args.out)
+        print(json.dumps(assembly.resolved_config(), indent=2), file=args.stdout)
     else:
         _print_summary(args.config, assembly)
     return 0
@@ -304,7 +304,7 @@ def _plugins_list(args) -> int:
         warnings.simplefilter("ignore", PluginWarning)
         infos = load_plugins(strict=False).plugins
     if args.json:
-        print(json.dumps([i.to_json() for i in infos], indent=2), file=args.out)
+        print(json.dumps([i.to_json() for i in infos], indent=2), file=args.stdout)
         return 0
     width = max((len(i.name) for i in infos), default=0)
     for i in infos:
@@ -321,7 +321,7 @@ def _components_list(args) -> int:
         print(json.dumps([{"kind": s.kind, "name": s.name, "qualified_name": s.qualified_name,
                            "plugin": s.origin.plugin, "package": s.origin.package,
                            "version": s.origin.version, "summary": s.summary} for s in specs],
-                         indent=2), file=args.out)
+                         indent=2), file=args.stdout)
         return 0
     for s in specs:
         print(f"{s.kind:<8} {s.qualified_name:<40} {s.summary}")

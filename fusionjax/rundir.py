@@ -181,6 +181,7 @@ class RunDir:
                 f"has no final model ({MODEL}/): the run has not finished", path=self.path,
                 hint=f"resume it (`fusionjax resume {self.path}`) and let it finish")
         expected = nnx.to_pure_dict(params)
+        _quiet_abandoned_reads()
         try:
             with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
                 found = checkpointer.restore(self.model_dir)
@@ -328,6 +329,27 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+def _quiet_abandoned_reads() -> None:
+    """After a failed restore, TensorStore still completes the reads Orbax abandoned, and
+    their callbacks find Orbax's event loop closed: Python would print one "Event loop
+    is closed" traceback per read after our clear error.  Those (and only those) are
+    dropped."""
+    import sys
+
+    previous = sys.unraisablehook
+    if getattr(previous, "fusionjax", False):
+        return
+
+    def hook(unraisable):
+        e = unraisable.exc_value
+        if isinstance(e, RuntimeError) and str(e) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook.fusionjax = True
+    sys.unraisablehook = hook
 
 
 def _quiet(read):

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from fusionjax.config.validation import bind
-from fusionjax.errors import ConfigError, did_you_mean
+from fusionjax.config.validation import bind, check_tree
+from fusionjax.errors import ConfigError, did_you_mean, shown
 
 SECTIONS = {
     "model": "the network: encoders, fusion, head",
@@ -37,11 +37,10 @@ class TrainConfig:
     Parameters:
         steps: Number of optimiser steps. Must be ``>= 1``.
         batch_size: Global training batch size (split over all devices). Must be ``>= 1``, at
-            most the size of the ``train`` split (checked by ``config check``), and a multiple
-            of the device count (checked at train time); with ``grad_accumulation = k``, a
-            multiple of ``k`` (checked by ``config check``) and of ``k`` × the device count
-            (checked when the first step compiles). Only full batches are used; the train
-            split is reshuffled every epoch.
+            most the size of the ``train`` split, and a multiple of the device count; with
+            ``grad_accumulation = k``, a multiple of ``k`` × the device count. All checked
+            once, when the config is assembled (``config check`` too). Only full batches are
+            used; the train split is reshuffled every epoch.
         seed: Seeds parameter initialisation (each component's key is derived from the seed
             and its config key path, so adding a modality does not change the other
             components' initialisation) and the shuffling of training batches. The data set
@@ -107,8 +106,8 @@ class TrainConfig:
             track the best) evaluations in a row without an improvement larger than
             ``min_delta`` (default ``0.0``) stop the run.
         restore_best: With ``eval_every``: the run's final model (the final evaluation,
-            ``checkpoint/params.msgpack``, what ``evaluate``/``predict`` load) is the best
-            evaluation's, restored from its checkpoint. ``false``: the last step's.
+            ``final_model/``, what ``evaluate``/``predict`` load) is the best evaluation's,
+            restored from its checkpoint. ``false``: the last step's.
         checkpoint_every: Write a checkpoint at the first log point at least this many steps
             after the previous one, at every periodic evaluation and at the end. See
             [Checkpoints and resume](#checkpoints-and-resume).
@@ -160,7 +159,7 @@ class TrainConfig:
         for modality, rate in self.modality_dropout.items():
             key = f"train.modality_dropout.{modality}"
             if isinstance(rate, bool) or not isinstance(rate, int | float):
-                raise ConfigError(f"must be a probability, got {rate!r}", key=key)
+                raise ConfigError(f"must be a probability, got {shown(rate)}", key=key)
             if not 0.0 <= rate < 1.0:
                 raise ConfigError(f"must be in [0, 1), got {rate}", key=key,
                                   hint="the probability that a training example loses this modality")
@@ -184,7 +183,7 @@ class TrainConfig:
         key = "--batch-size" if override is not None else "train.eval_batch_size"
         size = override if override is not None else (self.eval_batch_size or self.batch_size)
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ConfigError(f"must be an int >= 1, got {size!r}", key=key)
+            raise ConfigError(f"must be an int >= 1, got {shown(size)}", key=key)
         if size % n_devices:
             raise ConfigError(f"{size} does not split evenly over {n_devices} devices", key=key,
                               hint=f"use a multiple of {n_devices}")
@@ -205,9 +204,9 @@ def _check_early_stopping(section: dict, eval_every: int | None) -> None:
                               hint="keys: metric, mode (min|max), patience, min_delta")
         want = EARLY_STOPPING[key]
         if isinstance(value, bool) or not isinstance(value, int | float if want is float else want):
-            raise ConfigError(f"must be {want.__name__}, got {value!r}", key=where)
+            raise ConfigError(f"must be {want.__name__}, got {shown(value)}", key=where)
     if section.get("mode", "max") not in ("min", "max"):
-        raise ConfigError(f"must be 'min' or 'max', got {section['mode']!r}",
+        raise ConfigError(f"must be 'min' or 'max', got {shown(section['mode'])}",
                           key="train.early_stopping.mode")
     if section.get("patience", 0) < 0 or section.get("min_delta", 0.0) < 0:
         raise ConfigError("patience and min_delta must be >= 0", key="train.early_stopping")
@@ -217,7 +216,9 @@ def _check_early_stopping(section: dict, eval_every: int | None) -> None:
 
 
 def check_top_level(config: Mapping[str, Any]) -> None:
-    """Unknown or missing sections, and a malformed ``[model]``."""
+    """Non-string keys anywhere (and a config too deep or too large), unknown or missing
+    sections, and a malformed ``[model]``."""
+    check_tree(config)
     for key in config:
         if key not in SECTIONS:
             raise ConfigError(
@@ -228,7 +229,7 @@ def check_top_level(config: Mapping[str, Any]) -> None:
         if key not in config:
             raise ConfigError(f"missing section [{key}] ({SECTIONS[key]})", key=key)
         if not isinstance(config[key], dict):
-            raise ConfigError(f"must be a table, got {config[key]!r}", key=key)
+            raise ConfigError(f"must be a table, got {shown(config[key])}", key=key)
     model = config["model"]
     for key in model:
         if key not in MODEL_SECTIONS:
@@ -241,7 +242,7 @@ def check_top_level(config: Mapping[str, Any]) -> None:
             raise ConfigError(f"missing table [model.{key}]", key=f"model.{key}")
     for key in MODEL_SECTIONS:
         if key in model and not isinstance(model[key], dict):
-            raise ConfigError(f"must be a table, got {model[key]!r}", key=f"model.{key}")
+            raise ConfigError(f"must be a table, got {shown(model[key])}", key=f"model.{key}")
     if not model["encoders"]:
         raise ConfigError("needs at least one modality, e.g. [model.encoders.image]",
                           key="model.encoders")
@@ -250,5 +251,5 @@ def check_top_level(config: Mapping[str, Any]) -> None:
 def train_config(config: Mapping[str, Any]) -> TrainConfig:
     section = config.get("train", {})
     if not isinstance(section, dict):
-        raise ConfigError(f"must be a table, got {section!r}", key="train")
+        raise ConfigError(f"must be a table, got {shown(section)}", key="train")
     return TrainConfig(**bind(TrainConfig, section, "train", owner="the [train] section"))

@@ -25,7 +25,7 @@ from flax import nnx
 from fusionjax import fast_paths
 from fusionjax.config.schema import TrainConfig, check_top_level, train_config
 from fusionjax.config.validation import as_config_value, bind, signature_params
-from fusionjax.errors import ComponentError, ConfigError, DataError, did_you_mean
+from fusionjax.errors import ComponentError, ConfigError, DataError, capped, did_you_mean, shown
 from fusionjax.interfaces import LABEL, Dataset, Encoder, Fusion, Head
 from fusionjax.model import FusionModel
 from fusionjax.plugins import default_registry
@@ -64,8 +64,9 @@ class Part:
             return self.spec.load()(**kwargs)
         except ConfigError as e:
             raise e.under(self.key) from None
-        except (ValueError, TypeError) as e:
-            raise ConfigError(f"{type(e).__name__}: {e} ({self.owner})", key=self.key) from None
+        except (ValueError, TypeError, OSError) as e:  # OSError: a path setting (too long, ...)
+            raise ConfigError(f"{type(e).__name__}: {capped(str(e), 1000)} ({self.owner})",
+                              key=self.key) from None
 
 
 @dataclass(frozen=True)
@@ -141,12 +142,13 @@ def _count(state) -> int:
 
 def _resolve(registry: Registry, kind: str, section: Any, key: str) -> ComponentSpec:
     if not isinstance(section, dict):
-        raise ConfigError(f"must be a table with a 'type' key, got {section!r}", key=key,
+        raise ConfigError(f"must be a table with a 'type' key, got {shown(section)}", key=key,
                           hint=f"e.g. [{key}] with type = \"<{kind} name>\"")
     name = section.get("type")
-    if not isinstance(name, str):
+    if not isinstance(name, str) or len(name) > 200:  # no component is called 200 characters
+        got = "" if name is None else f", got {shown(name)}"
         raise ConfigError(
-            f"needs `type = \"<{kind} name>\"`", key=f"{key}.type",
+            f"needs `type = \"<{kind} name>\"`{got}", key=f"{key}.type",
             hint=f"available {kind}s: {', '.join(registry.names(kind)) or 'none'}",
         )
     try:
@@ -180,8 +182,8 @@ def _part(spec: ComponentSpec, section: dict, key: str, injected: dict, defaults
             user[name] = value
         elif user[name] != value:
             raise ConfigError(
-                f"is {user[name]!r}, but {source} is {value!r} ({owner})", key=f"{key}.{name}",
-                hint=f"remove {name!r} to use {value!r}",
+                f"is {shown(user[name])}, but {source} is {shown(value)} ({owner})",
+                key=f"{key}.{name}", hint=f"remove {name!r} to use {shown(value)}",
             )
     injected = {k: v for k, v in injected.items() if k in params}
     kwargs = bind(spec.load(), user, key, owner=owner, injected=injected)
@@ -328,7 +330,7 @@ def _check_data(dataset: Dataset, name: str, train: TrainConfig) -> None:
 def _width(module: Any, attr: str, part: Part) -> int:
     value = getattr(module, attr, None)
     if not isinstance(value, int) or value < 1:
-        raise ConfigError(f"component declares no positive int {attr!r} (got {value!r}); "
+        raise ConfigError(f"component declares no positive int {attr!r} (got {shown(value)}); "
                           f"this is a bug in the plugin ({part.owner})", key=part.key)
     return value
 

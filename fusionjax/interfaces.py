@@ -46,7 +46,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from fusionjax.errors import ConfigError, did_you_mean
+from fusionjax.errors import ConfigError, did_you_mean, shown
 
 if TYPE_CHECKING:
     from fusionjax.answers import Answer
@@ -155,6 +155,9 @@ class Head(nnx.Module, abc.ABC):
     # supplied by the test) and the per-example labels it then learns from.
     test_settings: ClassVar[Mapping[str, Any] | None] = None
     test_labels: ClassVar[FieldSpec | None] = None
+    # True when its metrics compare the examples of a batch with each other (in-batch
+    # retrieval): they add up over whole batches, not over the halves of one.
+    metrics_within_batch: ClassVar[bool] = False
 
     @abc.abstractmethod
     def __call__(self, features: Array, *args: Any) -> Array: ...
@@ -232,8 +235,8 @@ class Dataset(abc.ABC):
         wrote it (default: its class name)."""
         splits = tuple(self.splits)
         if split not in splits:
-            raise ConfigError(f"data set {name or type(self).__name__!r} has no split {split!r}"
-                              f"{did_you_mean(str(split), splits)}", key=key,
+            raise ConfigError(f"data set {name or type(self).__name__!r} has no split {shown(split)}"
+                              f"{did_you_mean(split, splits)}", key=key,
                               hint=f"its splits are: {', '.join(splits)}")
 
     @abc.abstractmethod

@@ -20,7 +20,8 @@ declare the same plugin name, neither is loaded until one is uninstalled or disa
 (``FUSIONJAX_DISABLE_PLUGINS=<package>``), and both are listed with the conflict.
 
 Besides components, a plugin may declare fast paths (``registrar.fast_path``, see
-:mod:`fusionjax.fast_paths`); they are kept or dropped with its components.  :func:`default_registry` is the process-wide registry.
+:mod:`fusionjax.fast_paths`); they are kept or dropped with its components.
+:func:`default_registry` is the process-wide registry.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from fusionjax.errors import ComponentError, did_you_mean
+from fusionjax.errors import ComponentError, did_you_mean, shown
 
 KINDS = ("encoder", "fusion", "head", "dataset")
 
@@ -131,7 +131,7 @@ class Registry:
                 )
         available = self.names(kind)
         raise ComponentError(
-            f"unknown {kind} {name!r}{did_you_mean(name, available)}; available {kind}s: "
+            f"unknown {kind} {shown(name)}{did_you_mean(name, available)}; available {kind}s: "
             + (", ".join(available) if available else "none (is a plugin missing or disabled? "
                "see `fusionjax plugins list`)")
         )

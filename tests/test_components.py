@@ -1,175 +1,134 @@
-"""The contract every registered encoder, fusion and head keeps, plus each bundled
-component's own promises (padding, masks)."""
+"""Every bundled component against the contract kit (``fusionjax.testing``), with the test
+settings it declares, plus each bundled component's own promises beyond the contract
+(padding, widths)."""
 
-import jax
+from collections.abc import Mapping
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from test_heads import HEAD_CASES
 
-from fusionjax.interfaces import Encoder, Fusion, Head, TokenSequence
+from fusionjax import testing
+from fusionjax.interfaces import LABEL, Dataset, Encoder, FieldSpec, Fusion
 from fusionjax.plugins import default_registry
+from fusionjax.registry import KINDS
+from fusionjax_plugins.fusions.concat import ConcatFusion
 
-B = 3
-# Small settings per encoder, and the input it takes: (input_shape, make input).
-ENCODERS = {
-    "cnn_image": ((12, 12, 1), {"channels": [4, 8], "dense": 16},
-                  lambda r: r.standard_normal((B, 12, 12, 1)).astype(np.float32)),
-    "lstm_text": ((7,), {"vocab_size": 30, "embed_dim": 8, "hidden": 8, "bidirectional": True,
-                         "layers": 2},
-                  lambda r: np.where(np.arange(7) < r.integers(1, 8, (B, 1)),
-                                     r.integers(1, 30, (B, 7)), 0).astype(np.int32)),
-    "spectrogram_audio": ((800,), {"sample_rate": 8000, "n_fft": 64, "hop_length": 32,
-                                   "n_mels": 16, "channels": [4, 8], "dense": 16},
-                          lambda r: r.standard_normal((B, 800)).astype(np.float32)),
-}
-IN = {"a": 6, "b": 6, "c": 6}
-TOKEN_IN = {"a": 5, "b": 3, "c": 4}  # token widths; sequence lengths are T_LEN
-T_LEN = {"a": 4, "b": 7, "c": 1}
-FUSIONS = {
-    "concat": {}, "sum": {}, "mean": {"features": 8}, "max": {"features": 8},
-    "gated": {"features": 8}, "attention": {"features": 8, "attention_features": 4},
-    "film": {"modality": "b"}, "tensor": {"project": 3}, "low_rank": {"features": 8, "rank": 3},
-    "multiplicative": {"features": 8},
-    "transformer": {"features": 8, "heads": 2, "layers": 1, "self_layers": 1},
-    "bottleneck": {"features": 8, "heads": 2, "layers": 2, "unimodal_layers": 1, "bottlenecks": 2},
-}
+BUNDLED = [s for s in default_registry() if s.origin.package == "fusionjax"]
 
 
-def fusion_inputs(rng, batch=B):
-    """Embeddings, and token sequences (with some padding) for the token fusions."""
-    emb = {m: jnp.asarray(rng.standard_normal((batch, w)), jnp.float32) for m, w in IN.items()}
-    tokens = {}
-    for m, d in TOKEN_IN.items():
-        lengths = rng.integers(1, T_LEN[m] + 1, (batch, 1))
-        tokens[m] = TokenSequence(jnp.asarray(rng.standard_normal((batch, T_LEN[m], d)), jnp.float32),
-                                  jnp.asarray(np.arange(T_LEN[m]) < lengths))
-    return emb, tokens
+@pytest.mark.parametrize("spec", BUNDLED, ids=lambda s: f"{s.kind}-{s.name}")
+def test_contract(spec):
+    testing.check_component(spec)
 
 
-def build_fusion(name, **overrides):
-    kwargs = {"in_features": IN, **FUSIONS[name], **overrides}
-    if default_registry().resolve("fusion", name).load().uses_tokens:
-        kwargs["token_features"] = TOKEN_IN
-    return build("fusion", name, **kwargs)
+NEEDS = {"encoder": ("test_settings", "test_input"), "fusion": ("test_settings",),
+         "head": ("test_settings", "test_labels"), "dataset": ("test_settings",)}
 
 
-def registered(kind):
-    return sorted({s.name for s in default_registry() if s.kind == kind})
+def test_every_bundled_component_declares_its_test_settings():
+    assert {s.kind for s in BUNDLED} == set(KINDS)
+    missing = []
+    for spec in BUNDLED:
+        cls = spec.load()
+        for attr in NEEDS[spec.kind]:
+            value = getattr(cls, attr, None)
+            if not isinstance(value, Mapping if attr == "test_settings" else FieldSpec):
+                missing.append(f"{spec.kind} {spec.name}: {attr} is {value!r}")
+    assert not missing, "bundled components without their test settings:\n" + "\n".join(missing)
 
 
-def test_every_bundled_component_has_a_contract_case():
-    bundled = {s.name for s in default_registry() if s.origin.package == "fusionjax"}
-    assert bundled >= set(ENCODERS) | set(FUSIONS) | set(HEAD_CASES)
-    for kind, table in (("encoder", ENCODERS), ("fusion", FUSIONS), ("head", HEAD_CASES)):
-        missing = {s.name for s in default_registry()
-                   if s.kind == kind and s.origin.package == "fusionjax"} - set(table)
-        assert not missing, f"bundled {kind}s without a contract case: {missing}"
+# ---- the kit catches what it promises to ------------------------------------------------------
 
+class LeakyFusion(Fusion):
+    """Masks *after* the projection: absent NaN reaches the weight gradient."""
+
+    test_settings = {}
+
+    def __init__(self, in_features, *, rngs):
+        self.proj = nnx.Dict({m: nnx.Linear(w, 4, rngs=rngs) for m, w in in_features.items()})
+        self.out_features = 4
+
+    def __call__(self, embeddings, masks, tokens=None):
+        return sum(jnp.where(masks[m][:, None], self.proj[m](e), 0.0) for m, e in embeddings.items())
+
+
+class WrongWidth(Encoder):
+    test_settings = {}
+    test_input = FieldSpec((5,), "float32")
+
+    def __init__(self, input_shape, *, rngs):
+        self.proj = nnx.Linear(5, 3, rngs=rngs)
+        self.out_features = 4
+
+    def __call__(self, x):
+        return self.proj(x)
+
+
+class BadData(Dataset):
+    """float64 where the spec says float32, and a shuffled pass that repeats examples."""
+
+    test_settings = {}
+    splits = ("train", "test")
+
+    def __init__(self):
+        self.spec = {"x": FieldSpec((3,), "float32"), LABEL: FieldSpec((), "int32")}
+
+    def size(self, split):
+        self.check_split(split)
+        return 10
+
+    def batches(self, split, batch_size, *, seed, shuffle, drop_remainder):
+        rng = np.random.default_rng(seed)
+        order = rng.integers(0, 10, 10) if shuffle else np.arange(10)
+        data = {"x": np.arange(30.0).reshape(10, 3), LABEL: np.arange(10, dtype=np.int32)}
+        for start in range(0, 10, batch_size):
+            yield {k: v[order[start:start + batch_size]] for k, v in data.items()}
+
+
+class Undeclared(ConcatFusion):
+    test_settings = None
+
+
+@pytest.mark.parametrize("component, checks", [
+    (LeakyFusion, {"fusion_ignores_absent_data", "fusion_one_modality_is_enough",
+                   "fusion_absent_modalities_change_nothing"}),
+    (WrongWidth, {"encoder_output"}),
+    (BadData, {"dataset_batches_match_the_spec", "dataset_one_exact_pass"}),
+    (Undeclared, {"declares_test_settings"}),
+], ids=["leaky_fusion", "wrong_width", "bad_data", "undeclared"])
+def test_the_kit_catches_broken_components(component, checks):
+    with pytest.raises(testing.ContractError) as e:
+        testing.check_component(component)
+    assert {f.check for f in e.value.failures} == checks, str(e.value)
+    assert all(f.component.endswith(component.__name__) for f in e.value.failures)
+
+
+def test_check_plugin_checks_what_a_plugin_registers():
+    testing.check_plugin("datasets")  # every bundled data set, from its declared settings
+    with pytest.raises(AssertionError, match="no plugin 'nope' is installed.*installed: .*datasets"):
+        testing.check_plugin("nope")
+
+
+def test_example_arrays_follow_the_documented_conventions():
+    ids = testing.example_array(FieldSpec((9,), "int32", {"vocab_size": 5}), 50, seed=1)
+    assert ids.dtype == np.int32 and ids.min() == 0 and ids.max() <= 4 and np.all(ids[:, 0] >= 1)
+    lengths = (ids != 0).sum(1)
+    assert np.all(ids[np.arange(9) >= lengths[:, None]] == 0)  # trailing padding only
+    classes = testing.example_array(FieldSpec((), "int64", {"num_classes": 3}), 50)
+    assert set(np.unique(classes)) == {0, 1, 2}
+    hot = testing.example_array(FieldSpec((4,), "float32", {"binary": True}), 20)
+    assert set(np.unique(hot)) == {0.0, 1.0} and hot.dtype == np.float32
+    assert testing.example_array(FieldSpec((2,), "bool"), 10).dtype == bool
+    np.testing.assert_array_equal(testing.example_array(FieldSpec((3,), "float32"), 2, seed=7),
+                                  testing.example_array(FieldSpec((3,), "float32"), 2, seed=7))
+
+
+# ---- bundled components' own promises --------------------------------------------------------
 
 def build(kind, name, **kwargs):
     return default_registry().resolve(kind, name).load()(**kwargs, rngs=nnx.Rngs(0))
-
-
-def check_roundtrip_and_jit(module, fn, *args):
-    out = fn(module, *args)
-    graphdef, state = nnx.split(module)
-    again = nnx.merge(graphdef, state)
-    jax.tree.map(np.testing.assert_array_equal, fn(again, *args), out)
-
-    @jax.jit
-    def pure(state, *a):
-        return fn(nnx.merge(graphdef, state), *a)
-
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                 pure(state, *args), out)
-    # finite gradients for every parameter
-    params = nnx.state(module, nnx.Param)
-    rest = nnx.state(module, nnx.Not(nnx.Param))
-    def square_sum(p):
-        out = fn(nnx.merge(graphdef, p, rest), *args)
-        return sum(jnp.sum(jnp.where(jnp.isfinite(o), o, 0.0) ** 2)
-                   for o in jax.tree.leaves(out) if jnp.issubdtype(o.dtype, jnp.floating))
-
-    grads = jax.jit(jax.grad(square_sum))(params)
-    for g in jax.tree.leaves(grads):
-        assert np.all(np.isfinite(g))
-    assert jax.tree.leaves(grads) == [] or any(np.any(g != 0) for g in jax.tree.leaves(grads))
-    return out
-
-
-@pytest.mark.parametrize("name", registered("encoder"))
-def test_encoder_contract(name):
-    if name not in ENCODERS:
-        pytest.skip(f"third-party encoder {name!r}: tested by its own package")
-    shape, kwargs, make = ENCODERS[name]
-    enc = build("encoder", name, input_shape=shape, **kwargs)
-    assert isinstance(enc, Encoder)
-    x = jnp.asarray(make(np.random.default_rng(0)))
-    out = check_roundtrip_and_jit(enc, lambda m, v: m(v), x)
-    assert out.shape == (B, enc.out_features) and np.all(np.isfinite(out))
-    seq = enc.tokens(x)
-    assert isinstance(seq, TokenSequence)
-    assert seq.values.shape[0] == B and seq.values.shape[2] == enc.token_features
-    assert seq.valid.shape == seq.values.shape[:2] and seq.valid.dtype == bool
-    # determinism: same seed, same parameters
-    again = build("encoder", name, input_shape=shape, **kwargs)
-    np.testing.assert_array_equal(again(x), out)
-
-
-@pytest.mark.parametrize("name", registered("fusion"))
-def test_fusion_contract(name):
-    if name not in FUSIONS:
-        pytest.skip(f"third-party fusion {name!r}: tested by its own package")
-    fusion = build_fusion(name)
-    assert isinstance(fusion, Fusion)
-    emb, tokens = fusion_inputs(np.random.default_rng(1))
-    tokens = tokens if fusion.uses_tokens else None
-    masks = {m: jnp.array([True, m != "b", m == "a"]) for m in IN}
-    out = check_roundtrip_and_jit(fusion, lambda f, e, k, t: f(e, k, t), emb, masks, tokens)
-    assert out.shape == (B, fusion.out_features) and np.all(np.isfinite(out))
-    # determinism: same seed, same parameters, same output
-    np.testing.assert_array_equal(build_fusion(name)(emb, masks, tokens), out)
-    # an absent modality contributes nothing (the property test in test_fusions.py
-    # covers random masks; this is the readable case): b is absent from rows 1-2, c from row 2
-    changed = dict(emb, b=emb["b"].at[1:].set(1e3), c=emb["c"].at[2].set(jnp.nan))
-    if tokens is not None:
-        tokens = dict(tokens, b=tokens["b"]._replace(values=tokens["b"].values.at[1:].set(1e3)),
-                      c=tokens["c"]._replace(values=tokens["c"].values.at[2].set(jnp.nan)))
-    again = fusion(changed, masks, tokens)
-    np.testing.assert_array_equal(again[1:], out[1:])
-    assert np.all(np.isfinite(again))
-
-
-@pytest.mark.parametrize("name", registered("head"))
-def test_head_contract(name):
-    if name not in HEAD_CASES:
-        pytest.skip(f"third-party head {name!r}: tested by its own package")
-    kwargs, make_inputs, make_labels = HEAD_CASES[name]
-    head = build("head", name, **kwargs)
-    assert isinstance(head, Head)
-    rng = np.random.default_rng(2)
-    x = make_inputs(rng, B)
-    args = x if isinstance(x, tuple) else (x,)
-    labels = make_labels(rng, B)
-    preds = check_roundtrip_and_jit(head, lambda h, *a: h(*a), *args)
-    loss = head.loss(preds, labels)
-    assert loss.shape == () and np.isfinite(loss)
-    # determinism: same seed, same parameters
-    np.testing.assert_array_equal(head.loss(build("head", name, **kwargs)(*args), labels), loss)
-    stats = head.metric_stats(preds, labels, jnp.array([1.0, 1.0, 0.0]))
-    metrics = head.finalize_metrics(jax.device_get(stats))
-    assert metrics and all(np.isfinite(v) for v in metrics.values())
-    # additive statistics: two batches' totals are the sum of their statistics
-    x2 = make_inputs(rng, B)
-    labels2 = make_labels(rng, B)
-    preds2 = head(*(x2 if isinstance(x2, tuple) else (x2,)))
-    s1, s2 = (jax.device_get(head.metric_stats(p, y, jnp.ones(B)))
-              for p, y in ((preds, labels), (preds2, labels2)))
-    assert set(s1) == set(s2)
-    totals = {k: np.asarray(s1[k]) + np.asarray(s2[k]) for k in s1}
-    assert all(np.isfinite(v) for v in head.finalize_metrics(totals).values())
 
 
 @pytest.mark.parametrize("bidirectional,layers", [(False, 1), (True, 2)])
@@ -205,3 +164,9 @@ def test_spectrogram_readouts_declare_their_width(readout):
         assert out.shape == (2, enc.out_features)
         if dense:
             assert enc.out_features == 16
+
+
+@pytest.mark.parametrize("plugin", ["encoders", "fusions", "heads", "datasets"])
+def test_every_bundled_plugin_passes_the_one_line_check(plugin):
+    """What a plugin author runs: `fusionjax.testing.check_plugin(name)`."""
+    testing.check_plugin(plugin)

@@ -181,3 +181,124 @@ def test_resolved_config_is_complete(tiny_config):
     assert resolved["train"]["optimizer"]["name"] == "adam"  # the default optimiser, named
     assert resolved["train"]["optimizer"]["learning_rate"] == 3e-4
     assert assemble(resolved).resolved_config() == resolved  # a fixed point
+
+
+# ---------------------------------------------------------------- hostile configs
+
+def test_non_string_keys_are_refused_where_the_config_is_read(tmp_path, tiny_config):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  encoders:\n    1: {type: cnn_image}\n  head: {type: classification}\n"
+                    "data: {type: synthetic}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value).startswith("model.encoders: key 1 (int) is not a string (in config file ")
+    assert e.value.key == "model.encoders" and 'quote it: "1"' in e.value.hint
+    for key, spelled in ((True, "true"), (None, "null"), (2.5, "2.5")):
+        with pytest.raises(ConfigError, match=rf"^data: key {spelled} \(\w+\) is not a string"):
+            apply_overrides({**tiny_config, "data": {**tiny_config["data"], key: 20}}, [])
+    tiny_config["model"]["encoders"]["image"][5] = 1  # a Python dict given to assemble itself
+    with pytest.raises(ConfigError, match=r"^model.encoders.image: key 5 \(int\) is not a string"):
+        assemble(tiny_config)
+
+
+def test_did_you_mean_takes_anything():
+    from fusionjax.errors import did_you_mean
+
+    assert did_you_mean(1, ["a"]) == did_you_mean(None, []) == did_you_mean("x" * 10**6, ["x"]) == ""
+    assert did_you_mean("trian", ["train", 1, None]) == " (did you mean 'train'?)"
+
+
+def test_messages_are_bounded():
+    from fusionjax.errors import MAX_MESSAGE, shown
+
+    laughs = ["lol"] * 9
+    for _ in range(9):
+        laughs = [laughs] * 9  # 9**10 strings, shared
+    selfish = []
+    selfish.append(selfish)
+    for value in ("x" * 5_000_000, laughs, selfish, 10**5000, {i: i for i in range(10**5)}):
+        assert len(shown(value)) <= 200
+    assert shown("x" * 1000).startswith("'xxx") and "..." in shown("x" * 1000)
+    assert shown(10**5000) == "<an int of 5001 digits>" and shown([1, "a"]) == "[1, 'a']"
+    e = ConfigError("y" * 10**6, key="a.b", hint="the hint")
+    assert len(str(e)) <= MAX_MESSAGE and str(e).startswith("a.b: yyy") and str(e).endswith("the hint")
+    assert len(str(e.under("model"))) <= MAX_MESSAGE
+
+
+def test_yaml_aliases_are_bounded(tmp_path):
+    import time
+
+    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")  # 9**9 strings from well under 1 kB
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"bomb.yaml': its YAML aliases expand it to more than 100,000"):
+        load_config(bomb)
+    assert time.perf_counter() - start < 0.5
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("model:\n  encoders: &e\n    x: [*e]\n")
+    with pytest.raises(ConfigError, match=r"loop.yaml': the YAML value at line 2 holds an alias of itself"):
+        load_config(loop)
+    reuse = tmp_path / "reuse.yaml"  # ordinary anchors still work
+    reuse.write_text("a: &c {x: 1}\nb: *c\nc: {<<: *c, y: 2}\n")
+    assert load_config(reuse) == {"a": {"x": 1}, "b": {"x": 1}, "c": {"x": 1, "y": 2}}
+
+
+def test_size_and_depth_limits(tmp_path):
+    big = tmp_path / "big.toml"
+    big.write_text('a = "' + "x" * (2 * 2**20) + '"\n')
+    with pytest.raises(ConfigError, match=r"big.toml' is larger than 2 MB"):
+        load_config(big)
+    wide = tmp_path / "wide.json"
+    wide.write_text('{"a": [' + ",".join(["0"] * 100_001) + "]}")
+    with pytest.raises(ConfigError, match=r"^a: holds more than 100,000 values"):
+        load_config(wide)
+    for text, match in (('{"a": ' + "[" * 40 + "]" * 40 + "}", r"^a\[0\]\S*: nests deeper than 32 levels"),
+                        ('{"a": ' + "[" * 5000 + "]" * 5000 + "}", r"nests tables and lists too deeply")):
+        deep = tmp_path / "deep.json"
+        deep.write_text(text)
+        with pytest.raises(ConfigError, match=match):
+            load_config(deep)
+    with pytest.raises(ConfigError, match=r"^data: key 'kkk\S* is 300 characters long, more than 256"):
+        apply_overrides({"data": {"k" * 300: 1}}, [])
+
+
+def test_values_must_be_usable_where_they_are_bound():
+    import math
+
+    from fusionjax.config.validation import bind
+
+    def component(rate: float = 0.1, sizes: tuple[int, ...] = (1,), cap: float = math.inf,
+                  table: dict | None = None):
+        pass
+
+    def error(**section) -> str:
+        with pytest.raises(ConfigError) as e:
+            bind(component, section, "model.head", owner="head h")
+        return str(e.value)
+
+    assert error(rate=math.inf).startswith("model.head.rate: must be a finite number, got inf (head h)")
+    assert error(rate=math.nan).startswith("model.head.rate: must be a finite number, got nan")
+    assert error(table={"a": [1.0, -math.inf]}).startswith("model.head.table.a[1]: must be a finite")
+    assert error(sizes=[1, 2**63]).startswith("model.head.sizes[1]: 9223372036854775808 is outside the "
+                                              "int64 range")
+    assert error(rate=10**400).startswith("model.head.rate: <an int of 401 digits> is outside")
+    assert bind(component, {"cap": math.inf, "sizes": [2**63 - 1]}, "k", owner="o")["cap"] == math.inf
+
+
+def test_non_finite_and_huge_values_in_the_optimizer(tiny_config):
+    for override, expected in (
+        ("train.optimizer.learning_rate=inf", "train.optimizer.learning_rate: must be a finite number"),
+        ("train.optimizer.learning_rate=-inf", "train.optimizer.learning_rate: must be a finite number"),
+        ("train.optimizer.learning_rate=nan", "train.optimizer.learning_rate: must be a finite number"),
+        ("train.optimizer.clip_norm=inf", "train.optimizer.clip_norm: must be a finite number, got inf"),
+        ("train.steps=9223372036854775808", "train.steps: 9223372036854775808 is outside the int64 range"),
+    ):
+        assert config_error(tiny_config, override).startswith(expected)
+    from fusionjax.training.optim import make_optimizer
+
+    with pytest.raises(ConfigError, match=r"clip_norm: must be a finite number > 0, got inf"):
+        make_optimizer({"clip_norm": float("inf")}, steps=10)
+    with pytest.raises(ConfigError, match=r"learning_rate: must be a finite number, got inf \(optax.adam\)"):
+        make_optimizer({"name": "adam", "learning_rate": float("inf")}, steps=10)

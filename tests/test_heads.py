@@ -20,7 +20,8 @@ from fusionjax.errors import ConfigError
 from fusionjax.plugins import default_registry
 
 # --------------------------------------------------------------------------------------------
-# Contract cases, for tests/test_components.py:
+# Cases for this file's tests (the contract itself, tests/test_components.py, builds each head
+# from the test_settings / test_labels it declares, through fusionjax.testing):
 #   HEAD_CASES[name] = (constructor kwargs, make_inputs(rng, B), make_labels(rng, B))
 # The kwargs include `in_features` (an int for heads that read the fused features, a
 # {modality: width} dict for heads with inputs = "embeddings"), so a head is built with

@@ -376,10 +376,14 @@ def test_numeric_labels_sort_as_numbers(tmp_path):
     ({"on_error": "ignore"}, "on_error"),
 ])
 def test_bad_settings_are_config_errors(folder, settings, key):
+    """Bound as a config section is (types and Literal choices checked there, once), then
+    built (the data set's own checks, keyed relative to its section)."""
+    from fusionjax.config.validation import bind
+
     kwargs = {"path": str(folder / "data.csv"), **KW, **settings}
     with pytest.raises(ConfigError) as e:
-        ManifestDataset(**kwargs)
-    assert e.value.key == key
+        ManifestDataset(**bind(ManifestDataset, kwargs, "data", owner="datasets/manifest"))
+    assert e.value.key in (key, f"data.{key}")
 
 
 def test_config_check_names_a_missing_file(tmp_path):

@@ -13,7 +13,7 @@ from fusionjax.data.audio import fit_length, load_audio, read_wav, resample
 from fusionjax.data.image import normalize, read_idx, read_image
 from fusionjax.data.splits import split_indices
 from fusionjax.data.text import PAD, UNK, Vocabulary, words
-from fusionjax.errors import DataError
+from fusionjax.errors import CorruptRunError, DataError
 
 # -- images -------------------------------------------------------------------------------
 
@@ -85,6 +85,32 @@ def test_image_errors_name_the_file(tmp_path):
     fake.write_text("this is not an image")
     with pytest.raises(DataError, match="fake.png: not a readable image"):
         read_image(fake)
+
+
+def _png_header_only(path, width: int, height: int):
+    """A valid PNG header claiming ``width x height`` pixels, with almost no pixel data."""
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_huge_images_are_refused_before_decoding(tmp_path):
+    bomb = _png_header_only(tmp_path / "bomb.png", 20_000, 20_000)  # Pillow's own bomb limit
+    with pytest.raises(DataError, match=r"bomb.png: image too large \(400,000,000 pixels; at most "
+                                        r"64,000,000 pixels are read\); shrink it, or it is corrupt"):
+        read_image(bomb, size=(28, 28))
+    big = _png_header_only(tmp_path / "big.png", 9000, 9000)  # past ours, below Pillow's
+    with pytest.raises(DataError, match=r"big.png: image too large \(9000 x 9000 = 81,000,000 pixels"):
+        read_image(big)
+    cut = _png_header_only(tmp_path / "cut.png", 20, 20)  # allowed, but its pixel data is missing
+    with pytest.raises(DataError, match="cut.png: not a readable image, corrupt or truncated"):
+        read_image(cut)
 
 
 # -- IDX ----------------------------------------------------------------------------------
@@ -228,6 +254,38 @@ def test_wav_errors(tmp_path):
         read_wav(tmp_path / "text.wav")
 
 
+def test_wav_header_values_are_checked(tmp_path):
+    good = _wav(tmp_path / "good.wav", np.zeros(100, "<i2").tobytes(), width=2).read_bytes()
+    zero = bytearray(good)
+    zero[24:28] = b"\0\0\0\0"  # the sample rate
+    (tmp_path / "rate0.wav").write_bytes(bytes(zero))
+    with pytest.raises(DataError, match=r"rate0.wav: its header declares a sample rate of 0 Hz \(a WAV's "
+                                        r"rate is 1 to 192,000 Hz\); the file is corrupt"):
+        load_audio(tmp_path / "rate0.wav", sample_rate=8000, num_samples=100)
+    huge = bytearray(good)
+    huge[24:28] = b"\xff\xff\xff\xff"
+    (tmp_path / "rate4g.wav").write_bytes(bytes(huge))
+    with pytest.raises(DataError, match="rate4g.wav: its header declares a sample rate of 4294967295 Hz"):
+        read_wav(tmp_path / "rate4g.wav")
+    (tmp_path / "short.wav").write_bytes(good[:30])
+    with pytest.raises(DataError, match=r"short.wav: not a PCM WAV file \(truncated: the file has 30 bytes "
+                                        r"and ends inside its 'fmt ' chunk"):
+        read_wav(tmp_path / "short.wav")
+    (tmp_path / "tiny.wav").write_bytes(good[:10])
+    with pytest.raises(DataError, match="tiny.wav: not a PCM WAV file .truncated: the file has 10 bytes "
+                                        "and ends inside the 12-byte RIFF/WAVE header"):
+        read_wav(tmp_path / "tiny.wav")
+    empty = _wav(tmp_path / "empty.wav", b"", width=2)
+    with pytest.raises(DataError, match=r"empty.wav: holds no audio \(its data chunk has 0 frames\)"):
+        read_wav(empty)
+    promised = bytearray(good)
+    promised[40:44] = b"\xff\xff\xff\x7f"  # a data chunk of 2 GB, in a 244-byte file
+    (tmp_path / "promise.wav").write_bytes(bytes(promised))
+    with pytest.raises(DataError, match="promise.wav: truncated WAV: header promises 1073741823 frames, "
+                                        "the file holds 100"):
+        read_wav(tmp_path / "promise.wav")
+
+
 # -- text ---------------------------------------------------------------------------------
 
 
@@ -273,6 +331,89 @@ def test_vocabulary_save_load(tmp_path):
     (tmp_path / "bad.json").write_text("[1, 2")
     with pytest.raises(DataError, match="bad.json: not a fusionjax vocabulary"):
         Vocabulary.load(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("content, problem", [
+    ('{"tokens": 5}', "'tokens' must be a list of words, not 5"),
+    ('["a", "b"]', 'expected {"tokens": ["word", ...]}, found a JSON list'),
+    ('{"words": ["a"]}', "found a JSON object without 'tokens' (keys ['words'])"),
+    ('{"tokens": ["a", 3]}', "tokens[1] is 3, not a string"),
+    ('{"tokens": ["a", "b", "a"]}', "tokens[2] = 'a' repeats tokens[0]"),
+    ('{"tokens": ["<pad>", "<unk>", "a"]}', "tokens[0] is '<pad>', which is implicit"),
+    ('{"tokens": ["a", "<unk>"]}', "tokens[1] is '<unk>', which is implicit"),
+    ('{"tokens": ["Hello"]}', "tokens[0] = 'Hello' is not a word of the tokenizer"),
+    ('{"tokens": ["two words"]}', "tokens[0] = 'two words' is not a word of the tokenizer"),
+    ('{"tokens": ["' + "x" * 5000 + ' y"]}', "tokens[0] = 'xxxxx"),
+])
+def test_vocabulary_of_the_wrong_shape_or_content(tmp_path, content, problem):
+    path = tmp_path / "vocab.json"
+    path.write_text(content)
+    with pytest.raises(DataError) as e:
+        Vocabulary.load(path)
+    assert str(e.value).startswith(f"{path}: not a fusionjax vocabulary (") and problem in str(e.value)
+    assert len(str(e.value)) - len(str(path)) < 600  # never the whole file
+    with pytest.raises(CorruptRunError) as e:  # the vocabulary of a run: a run directory error
+        Vocabulary.load(path, run_dir=tmp_path)
+    assert e.value.path == tmp_path and str(e.value).startswith(f"{tmp_path}: vocab.json is not a fusionjax "
+                                                                 "vocabulary (")
+    assert problem in str(e.value) and "restore it from a copy of the run" in str(e.value)
+
+
+def test_restoring_a_corrupt_run_vocabulary(tmp_path):
+    from fusionjax_plugins.datasets.manifest import ManifestDataset
+
+    ds = ManifestDataset(**ManifestDataset.test_settings)
+    ds.save(tmp_path)
+    ds.restore(tmp_path)
+    (tmp_path / "vocab.json").write_text('{"tokens": 5}')
+    with pytest.raises(CorruptRunError, match="vocab.json is not a fusionjax vocabulary") as e:
+        ds.restore(tmp_path)
+    assert e.value.path == tmp_path
+
+
+# -- MNIST --------------------------------------------------------------------------------
+
+
+def _mnist(folder, images: np.ndarray, labels: np.ndarray):
+    from fusionjax_plugins.datasets import digit_sources
+
+    images_file, labels_file = digit_sources.MNIST_FILES["test"]
+    (folder / images_file).write_bytes(gzip.compress(_idx_bytes(images, 0x08)))
+    (folder / labels_file).write_bytes(gzip.compress(_idx_bytes(labels, 0x08)))
+    return digit_sources.mnist.__wrapped__(folder, "test")  # (the cached one keys on the folder)
+
+
+def test_mnist_labels_are_digits_and_counts_agree(tmp_path):
+    images = np.zeros((6, 28, 28), np.uint8)
+    labels = np.array([3, 1, 4, 1, 5, 9], np.uint8)
+    got_images, got_labels = _mnist(tmp_path, images, labels)
+    assert got_labels.dtype == np.int32 and got_labels.tolist() == labels.tolist()
+    bad = labels.copy()
+    bad[[2, 4]] = [200, 10]
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz: label 200 at index 2 is not a digit "
+                                        r"0-9 \(2 of its 6 labels are out of range\); the file is corrupt "
+                                        r"or not MNIST"):
+        _mnist(tmp_path, images, bad)
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz holds 6 images but "
+                                        ".*t10k-labels-idx1-ubyte.gz holds 5 labels"):
+        _mnist(tmp_path, images, labels[:5])
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz: not MNIST images: expected unsigned "
+                                        r"bytes of shape \[N, 28, 28\], found uint8 \[6, 14, 56\]"):
+        _mnist(tmp_path, images.reshape(6, 14, 56), labels)
+
+
+def test_idx_header_errors(tmp_path):
+    (tmp_path / "dims.idx").write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">I", 5))
+    with pytest.raises(DataError, match=r"dims.idx: truncated IDX header: it declares 3 dimensions "
+                                        r"\(12 bytes\), the file ends after 4"):
+        read_idx(tmp_path / "dims.idx")
+    (tmp_path / "huge.idx").write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">3I", 60000, 60000, 60000))
+    with pytest.raises(DataError, match=r"huge.idx: its header declares shape \(60000, 60000, 60000\), "
+                                        r"more than the 2,147,483,648 bytes read at most"):
+        read_idx(tmp_path / "huge.idx")
+    (tmp_path / "long.idx").write_bytes(_idx_bytes(np.zeros(3, np.uint8), 0x08) + b"junk")
+    with pytest.raises(DataError, match=r"long.idx: IDX body is longer than the 3 bytes its header \(3,\)"):
+        read_idx(tmp_path / "long.idx")
 
 
 # -- splits -------------------------------------------------------------------------------

@@ -6,6 +6,12 @@ annotations: ``int``, ``float`` (ints accepted), ``bool``, ``str``, ``None``,
 unions/``Optional``, ``Literal[...]``, ``tuple[X, ...]``, ``tuple[X, Y]``,
 ``list[X]``, ``Sequence[X]``, ``dict``/``Mapping``; anything else is checked with
 ``isinstance`` when it is a class and accepted otherwise.
+
+Every value bound to a parameter must also be *usable*: floats finite (``nan`` and
+``inf`` are refused, anywhere in a list or table) unless the parameter's own default
+is non-finite (``fmax: float = math.inf`` documents that ``inf`` means something), and
+ints within the int64 range.  :func:`check_tree` bounds the config as a whole: string
+keys only, at most :data:`MAX_DEPTH` levels and :data:`MAX_VALUES` values.
 """
 
 from __future__ import annotations
@@ -13,15 +19,95 @@ from __future__ import annotations
 import collections.abc as cabc
 import dataclasses
 import inspect
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fusionjax.errors import ConfigError, did_you_mean
+from fusionjax.errors import ConfigError, did_you_mean, shown
 
 _EMPTY = inspect.Parameter.empty
+
+MAX_DEPTH = 32  # nested tables and lists below the top-level table
+MAX_VALUES = 100_000  # tables, lists and scalars of the whole config, aliases expanded
+MAX_KEY_LENGTH = 256
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def check_tree(config: Any, where: str | None = None) -> None:
+    """A :class:`ConfigError` unless every key in ``config`` (at any depth) is a string
+    of at most :data:`MAX_KEY_LENGTH` characters, it nests at most :data:`MAX_DEPTH`
+    levels and holds at most :data:`MAX_VALUES` values.  Visits at most that many
+    values, so shared or self-referencing structure is refused, never walked for long.
+    ``where``: what the error calls the config (e.g. its file)."""
+    suffix = f" (in {where})" if where else ""
+    stack: list[tuple[Any, str, int]] = [(config, "", 0)]
+    count = 1
+    while stack:
+        node, path, depth = stack.pop()
+        is_table = isinstance(node, Mapping)
+        if not (is_table or isinstance(node, list | tuple)) or not len(node):
+            continue
+        if depth >= MAX_DEPTH:
+            raise ConfigError(f"nests deeper than {MAX_DEPTH} levels of tables and lists{suffix}",
+                              key=path or None, hint="a config is a few levels deep; is a "
+                                                     "value (or a YAML alias) nested in itself?")
+        count += len(node)
+        if count > MAX_VALUES:
+            raise ConfigError(f"holds more than {MAX_VALUES:,} values{suffix}", key=path or None,
+                              hint="keep large data in files the data set reads")
+        children = []
+        for k, v in node.items() if is_table else enumerate(node):
+            if is_table:
+                if not isinstance(k, str):
+                    spelled = _spelled(k)
+                    raise ConfigError(
+                        f"key {spelled} ({type(k).__name__}) is not a string{suffix}",
+                        key=path or None,
+                        hint=f"quote it: \"{spelled}\" (YAML reads an unquoted 1, 1.5, true or "
+                             f"null as a number, a boolean or null)")
+                if len(k) > MAX_KEY_LENGTH:
+                    raise ConfigError(f"key {shown(k, 60)} is {len(k):,} characters long, more "
+                                      f"than {MAX_KEY_LENGTH}{suffix}", key=path or None,
+                                      hint="keys are names: parameters, modalities, splits")
+                child = f"{path}.{k}" if path else k
+            else:
+                child = f"{path}[{k}]"
+            children.append((v, child, depth + 1))
+        stack.extend(reversed(children))  # report the first offending key in document order
+
+
+def _spelled(key: Any) -> str:
+    """A non-string key as a YAML file spells it."""
+    if isinstance(key, bool) or key is None:
+        return {True: "true", False: "false", None: "null"}[key]
+    return shown(key, 60)
+
+
+def check_numbers(value: Any, key: str, owner: str = "", *, allow_nonfinite: bool = False) -> None:
+    """A :class:`ConfigError` at ``key`` (or below it) for a non-finite float (unless
+    ``allow_nonfinite``) or an int outside the int64 range anywhere in ``value``."""
+    where = f" ({owner})" if owner else ""
+    stack, seen = [(value, key)], 0
+    while stack:
+        node, path = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:  # values that came here without check_tree (a direct call)
+            raise ConfigError(f"holds more than {MAX_VALUES:,} values{where}", key=key)
+        if isinstance(node, bool):
+            continue
+        if isinstance(node, float) and not allow_nonfinite and not math.isfinite(node):
+            raise ConfigError(f"must be a finite number, got {node!r}{where}", key=path,
+                              hint="nan and inf are not valid here; write the number itself")
+        if isinstance(node, int) and not INT64[0] <= node <= INT64[1]:
+            raise ConfigError(f"{shown(node, 60)} is outside the int64 range [-2**63, 2**63 - 1]"
+                              f"{where}", key=path)
+        if isinstance(node, Mapping):
+            stack.extend((v, f"{path}.{k}") for k, v in reversed(list(node.items())))
+        elif isinstance(node, list | tuple):
+            stack.extend((v, f"{path}[{i}]") for i, v in reversed(list(enumerate(node))))
 
 
 @dataclass(frozen=True)
@@ -38,7 +124,7 @@ class Param:
 
     def describe(self) -> str:
         text = f"{self.name}: {type_name(self.annotation)}"
-        return text if self.required else f"{text} = {as_config_value(self.default)!r}"
+        return text if self.required else f"{text} = {shown(as_config_value(self.default), 60)}"
 
 
 def as_config_value(value: Any) -> Any:
@@ -195,7 +281,7 @@ def check_value(value: Any, annotation: Any, key: str, owner: str = "") -> Any:
             hint = did_you_mean(value, choices).strip(" ()").capitalize() or hint
     where = f" ({owner})" if owner else ""
     raise ConfigError(
-        f"expected {type_name(annotation)}, got {value!r} ({type(value).__name__}){where}",
+        f"expected {type_name(annotation)}, got {shown(value)} ({type(value).__name__}){where}",
         key=key,
         hint=hint,
     )
@@ -222,19 +308,23 @@ def bind(
         if name in injected:
             raise ConfigError(
                 f"is set by fusionjax, not by the config ({owner})", key=path,
-                hint=f"remove {name!r}; fusionjax passes {injected[name]!r} here",
+                hint=f"remove {name!r}; fusionjax passes {shown(injected[name])} here",
             )
         if name not in params:
             if var_kw:
+                check_numbers(value, path, owner)
                 kwargs[name] = value
                 continue
             settable = [p for p in params if p not in injected]
             raise ConfigError(
-                f"unknown parameter {name!r}{did_you_mean(name, settable)} for {owner}",
+                f"unknown parameter {shown(name)}{did_you_mean(name, settable)} for {owner}",
                 key=path,
                 hint="valid parameters: " + (", ".join(
                     params[p].describe() for p in settable) or "none"),
             )
+        default = params[name].default
+        check_numbers(value, path, owner, allow_nonfinite=isinstance(default, float)
+                      and not math.isfinite(default))
         kwargs[name] = check_value(value, params[name].annotation, path, owner)
     for name, p in params.items():
         if name in injected:

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fusionjax.errors import DataError
+from fusionjax.errors import CorruptRunError, DataError, FusionJaxError, capped, shown
 
 PAD, UNK = 0, 1
+RESERVED = ("<pad>", "<unk>")  # the tokens of ids PAD and UNK, never saved
 _WORD = re.compile(r"(?:[^\W_]|')+")  # letters, digits, apostrophes
 
 
@@ -30,10 +31,12 @@ class Vocabulary:
     """Word <-> id, with ``PAD = 0`` and ``UNK = 1``."""
 
     def __init__(self, tokens: Iterable[str]):
-        self.itos = ["<pad>", "<unk>", *tokens]
+        self.itos = [*RESERVED, *tokens]
         self.stoi = {w: i for i, w in enumerate(self.itos)}
         if len(self.stoi) != len(self.itos):
-            raise DataError("vocabulary has duplicate words")
+            seen: set[str] = set()
+            twice = next(w for w in self.itos if w in seen or seen.add(w))
+            raise DataError(f"vocabulary has duplicate words, e.g. {shown(twice)}")
 
     @classmethod
     def build(cls, texts: Iterable[str], *, max_size: int | None = None,
@@ -64,8 +67,47 @@ class Vocabulary:
         Path(path).write_text(json.dumps({"tokens": self.itos[2:]}, ensure_ascii=False))
 
     @classmethod
-    def load(cls, path: str | Path) -> Vocabulary:
+    def load(cls, path: str | Path, *, run_dir: str | Path | None = None) -> Vocabulary:
+        """A vocabulary :meth:`save` wrote: ``{"tokens": [...]}``, the words after ``<pad>``
+        and ``<unk>``, each a distinct word of the tokenizer.  A file that is not one is a
+        :class:`DataError`, or, with ``run_dir`` (the file is that run's saved vocabulary),
+        a :class:`~fusionjax.errors.CorruptRunError` of that run directory."""
+
+        def bad(what: str) -> FusionJaxError:
+            if run_dir is None:
+                return DataError(f"{path}: not a fusionjax vocabulary ({what})")
+            return CorruptRunError(
+                f"{Path(path).name} is not a fusionjax vocabulary ({what})", path=run_dir,
+                hint="it was not written by fusionjax, or was damaged: restore it from a copy "
+                     "of the run (the run's model cannot be used without the vocabulary it was "
+                     "trained with)")
+
         try:
-            return cls(json.loads(Path(path).read_text(encoding="utf-8"))["tokens"])
-        except (OSError, ValueError, KeyError) as e:
-            raise DataError(f"{path}: not a fusionjax vocabulary ({e})") from None
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise bad("file not found") from None
+        except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise bad(f"{type(e).__name__}: {capped(str(e), 200)}") from None
+        except RecursionError:
+            raise bad("JSON nested too deeply") from None
+        if not isinstance(data, dict) or "tokens" not in data:
+            got = f"a JSON object without 'tokens' (keys {shown(sorted(data)[:5])})" if isinstance(
+                data, dict) else f"a JSON {type(data).__name__}"
+            raise bad(f'expected {{"tokens": ["word", ...]}}, found {got}')
+        tokens = data["tokens"]
+        if not isinstance(tokens, list):
+            raise bad(f"'tokens' must be a list of words, not {shown(tokens)}")
+        seen: dict[str, int] = {}
+        for i, token in enumerate(tokens):
+            if not isinstance(token, str):
+                raise bad(f"tokens[{i}] is {shown(token)}, not a string")
+            if token in RESERVED:
+                raise bad(f"tokens[{i}] is {token!r}, which is implicit (ids {PAD} and {UNK} are "
+                          f"{RESERVED[0]!r} and {RESERVED[1]!r}; the file lists the words after them)")
+            if words(token) != [token]:
+                raise bad(f"tokens[{i}] = {shown(token)} is not a word of the tokenizer (lower-case "
+                          "letters, digits and apostrophes), so it could never be looked up")
+            if token in seen:
+                raise bad(f"tokens[{i}] = {shown(token)} repeats tokens[{seen[token]}]")
+            seen[token] = i
+        return cls(tokens)

@@ -24,6 +24,7 @@ own ``decay`` of ``rmsprop``, say), and the table reads, overrides
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, NamedTuple
@@ -32,7 +33,7 @@ import optax
 
 from fusionjax.config.schema import DEFAULT_LEARNING_RATE, DEFAULT_OPTIMIZER
 from fusionjax.config.validation import as_config_value, bind, signature_params
-from fusionjax.errors import ConfigError, did_you_mean
+from fusionjax.errors import ConfigError, did_you_mean, shown
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "lion", "rmsprop", "adagrad", "adafactor", "lamb",
               "nadam", "radam", "adabelief", "novograd")
@@ -75,14 +76,14 @@ def make_optimizer(section: Mapping[str, Any], *, steps: int) -> Optimizer:
     and every default filled in, the schedule included: assembling the resolved section
     again gives the same optimiser) and its learning-rate schedule."""
     if not isinstance(section, Mapping):
-        raise ConfigError(f"must be a table, got {section!r}", key=KEY)
+        raise ConfigError(f"must be a table, got {shown(section)}", key=KEY)
     section = dict(section)
     if "name" not in section:  # the default optimiser, with its default learning rate
         section.setdefault("learning_rate", DEFAULT_LEARNING_RATE)
     name = section.pop("name", DEFAULT_OPTIMIZER)
     if name not in OPTIMIZERS:
         raise ConfigError(
-            f"unknown optimizer {name!r}{did_you_mean(str(name), OPTIMIZERS)}",
+            f"unknown optimizer {shown(name)}{did_you_mean(name, OPTIMIZERS)}",
             key=f"{KEY}.name", hint=f"choose from: {', '.join(OPTIMIZERS)}")
     fn = getattr(optax, name)
     clip_norm = _clip_norm(section.pop("clip_norm", None))
@@ -118,7 +119,7 @@ def make_schedule(section: Any, learning_rate: Any, *, steps: int
     learning_rate`` and stays there."""
     key = f"{KEY}.schedule"
     if not isinstance(section, Mapping):
-        raise ConfigError(f"must be a table, got {section!r}", key=key,
+        raise ConfigError(f"must be a table, got {shown(section)}", key=key,
                           hint="e.g. schedule = {warmup_steps = 100, decay = \"cosine\"}")
     cfg = ScheduleConfig(**bind(ScheduleConfig, section, key, owner="the learning-rate schedule"))
     if cfg.warmup_steps < 0 or cfg.warmup_steps >= steps:
@@ -162,8 +163,10 @@ def _is_constant(schedule: Mapping[str, Any]) -> bool:
 def _clip_norm(value: Any) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ConfigError(f"must be a number > 0, got {value!r}", key=f"{KEY}.clip_norm",
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not 0 < value <= sys.float_info.max:  # nan, inf and huge ints too
+        finite = "finite " if number and not value <= sys.float_info.max else ""
+        raise ConfigError(f"must be a {finite}number > 0, got {shown(value)}", key=f"{KEY}.clip_norm",
                           hint="the largest global (all-parameter) L2 norm of a gradient; "
                                "leave it out for no clipping")
     return float(value)
@@ -175,7 +178,7 @@ def _check_names(name: str, fn: Callable, section: Mapping[str, Any]) -> None:
     for key in section:
         if key not in params and not var_kw:
             raise ConfigError(
-                f"unknown parameter {key!r}{did_you_mean(key, [*params, *OWN_KEYS])} for "
+                f"unknown parameter {shown(key)}{did_you_mean(key, [*params, *OWN_KEYS])} for "
                 f"optax.{name}", key=f"{KEY}.{key}",
                 hint=f"valid parameters: {', '.join(p.describe() for p in params.values())}; "
                      f"and fusionjax's own: {', '.join(OWN_KEYS)}")

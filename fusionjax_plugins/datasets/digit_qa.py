@@ -179,7 +179,7 @@ class DigitQA(DigitsBase):
         self.vocab.save(Path(run_dir) / VOCAB_FILE)
 
     def restore(self, run_dir: Path) -> None:
-        vocab = Vocabulary.load(Path(run_dir) / VOCAB_FILE)
+        vocab = Vocabulary.load(Path(run_dir) / VOCAB_FILE, run_dir=run_dir)
         if len(vocab) != len(self.vocab):
             raise DataError(f"{Path(run_dir) / VOCAB_FILE}: {len(vocab)} words, but the model "
                             f"was built for {len(self.vocab)}")

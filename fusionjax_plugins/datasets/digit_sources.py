@@ -39,9 +39,22 @@ def mnist(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """``(images uint8 [N, 28, 28], labels int32 [N])`` of an MNIST split."""
     images_file, labels_file = (folder / f for f in MNIST_FILES[split])
     images, labels = read_idx(images_file), read_idx(labels_file)
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise DataError(f"{images_file} and {labels_file} do not form an MNIST split "
-                        f"(shapes {images.shape} and {labels.shape})")
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise DataError(f"{images_file}: not MNIST images: expected unsigned bytes of shape "
+                        f"[N, 28, 28], found {images.dtype} {list(images.shape)}")
+    if labels.dtype != np.uint8 or labels.ndim != 1:
+        raise DataError(f"{labels_file}: not MNIST labels: expected unsigned bytes of shape [N], "
+                        f"found {labels.dtype} {list(labels.shape)}")
+    if len(images) != len(labels):
+        raise DataError(f"{images_file} holds {len(images)} images but {labels_file} holds "
+                        f"{len(labels)} labels; the two files of an MNIST split must agree")
+    if len(labels) == 0:
+        raise DataError(f"{labels_file}: holds no examples")
+    bad = np.flatnonzero(labels > 9)
+    if len(bad):
+        raise DataError(f"{labels_file}: label {labels[bad[0]]} at index {bad[0]} is not a digit "
+                        f"0-9 ({len(bad)} of its {len(labels)} labels are out of range); the file is "
+                        "corrupt or not MNIST")
     return images, labels.astype(np.int32)
 
 

@@ -55,7 +55,7 @@ from fusionjax.data.image import normalize, read_image
 from fusionjax.data.locate import shipped_root
 from fusionjax.data.splits import split_indices
 from fusionjax.data.text import Vocabulary, words
-from fusionjax.errors import ConfigError, DataError, did_you_mean
+from fusionjax.errors import ConfigError, DataError, capped, did_you_mean, shown
 from fusionjax.interfaces import LABEL, MASK_PREFIX, Batch, Dataset, FieldSpec, mask_key
 
 KINDS = ("image", "audio", "text", "text_file")
@@ -186,8 +186,9 @@ class ManifestDataset(Dataset):
             parts = {s: np.array([i for i, r in enumerate(rows) if r.split == s], np.int64)
                      for s in names}
             if "train" not in parts:
+                found = ", ".join(map(shown, names[:10])) + (", ..." if len(names) > 10 else "")
                 raise DataError(f"{self.path}: no row has {split_column!r} = 'train' (found: "
-                                f"{', '.join(map(repr, names))}); the train split is required")
+                                f"{found}); the train split is required")
         train_labels = {rows[i].label for i in parts["train"]}
 
         # 3. the label set: given, or the train split's
@@ -195,16 +196,16 @@ class ManifestDataset(Dataset):
             ordered = _sorted_labels(train_labels)
             if len(ordered) < 2:
                 raise DataError(f"{self.path}: the train split holds only the label "
-                                f"{ordered[0]!r}; a classifier needs at least two classes "
+                                f"{shown(ordered[0])}; a classifier needs at least two classes "
                                 f"(set `labels` to name the whole label set)")
             labels = tuple(ordered)
         self.label_names = tuple(labels)
         self.num_classes = len(self.label_names)
         self._label_ids = {name: i for i, name in enumerate(self.label_names)}
-        known = ", ".join(map(repr, self.label_names[:10])) + (", ..." if len(labels) > 10 else "")
+        known = ", ".join(map(shown, self.label_names[:10])) + (", ..." if len(labels) > 10 else "")
         outside = {i for i, r in enumerate(rows) if r.label not in self._label_ids}
         self._reject([self._where(rows[i].line, label_column,
-                                  f"label {rows[i].label!r} is not in the label set ({known})")
+                                  f"label {shown(rows[i].label)} is not in the label set ({known})")
                       for i in sorted(outside)])
         self._rows = rows
         self._splits = {s: np.array([i for i in idx if i not in outside], np.int64)
@@ -359,7 +360,8 @@ class ManifestDataset(Dataset):
             if column not in header:
                 raise DataError(
                     f"{self.path}: no column {column!r}{did_you_mean(column, header)}; "
-                    f"the header (line 1) has: {', '.join(map(repr, header))}")
+                    f"the header (line 1) has: {', '.join(map(shown, header[:20]))}"
+                    + (f", ... ({len(header)} columns)" if len(header) > 20 else ""))
         previous = reader.line_num
         while True:
             try:
@@ -390,7 +392,8 @@ class ManifestDataset(Dataset):
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return json.dumps(value)
             empty = value is None or (isinstance(value, str) and not value.strip())
-            errors.append((column, "no value" if empty else f"expected a string or number, got {value!r}"))
+            errors.append((column, "no value" if empty else
+                           f"expected a string or number, got {shown(value)}"))
             return None
 
         label = scalar(self.label_column)
@@ -404,15 +407,20 @@ class ManifestDataset(Dataset):
                 if isinstance(value, str):
                     row.texts[m] = value
                 else:
-                    inputs.append((m, "no text" if value is None else f"expected text, got {value!r}"))
+                    inputs.append((m, "no text" if value is None else f"expected text, got {shown(value)}"))
             elif not isinstance(value, str) or not value.strip():
                 inputs.append((m, "no file name" if value in (None, "") else
-                               f"expected a file name, got {value!r}"))
+                               f"expected a file name, got {shown(value)}"))
             else:
                 path = Path(value.strip()).expanduser()
                 path = path if path.is_absolute() else self.path.parent / path
-                if not path.is_file():
-                    inputs.append((m, f"{path}: file not found"))
+                try:
+                    found = path.is_file()
+                except OSError as e:  # e.g. a name too long for the file system
+                    inputs.append((m, f"{capped(str(path), 500)}: not a usable file name ({e.strerror})"))
+                    continue
+                if not found:
+                    inputs.append((m, f"{capped(str(path), 500)}: file not found"))
                     continue
                 row.paths[m] = path
                 if kind == "text_file":
@@ -550,7 +558,8 @@ class ManifestDataset(Dataset):
     def restore(self, run_dir: Path) -> None:
         if self.vocab is not None:
             self.vocab = _restore_vocab(Path(run_dir) / VOCAB_FILE,
-                                        self.spec[self.text_modalities[0]].metadata["vocab_size"])
+                                        self.spec[self.text_modalities[0]].metadata["vocab_size"],
+                                        run_dir=Path(run_dir))
             self._encoded.clear()
 
 
@@ -582,10 +591,10 @@ def _read_text_file(path: Path) -> str:
         raise DataError(f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})") from None
 
 
-def _restore_vocab(path: Path, expected: int) -> Vocabulary:
+def _restore_vocab(path: Path, expected: int, *, run_dir: Path) -> Vocabulary:
     if not path.is_file():
         raise DataError(f"{path}: not found; the run directory holds no vocabulary")
-    vocab = Vocabulary.load(path)
+    vocab = Vocabulary.load(path, run_dir=run_dir)
     if len(vocab) != expected:
         raise DataError(f"{path}: the saved vocabulary has {len(vocab)} ids, but this data set's "
                         f"vocab_size is {expected}; the run was trained on other data or settings")

@@ -18,7 +18,7 @@ from fusionjax.data.batching import array_batches
 from fusionjax.data.locate import data_dir
 from fusionjax.data.splits import split_indices
 from fusionjax.data.text import Vocabulary
-from fusionjax.errors import ConfigError, DataError
+from fusionjax.errors import ConfigError, DataError, shown
 from fusionjax.interfaces import LABEL, Batch, Dataset, FieldSpec
 
 FILE = "SMSSpamCollection"
@@ -47,7 +47,7 @@ def read_collection(path: Path) -> tuple[list[str], np.ndarray]:
         if not tab:
             raise DataError(f"{path}, line {number}: expected `label<TAB>text`, found no tab")
         if label not in LABELS:
-            raise DataError(f"{path}, line {number}: label {label!r} is neither 'ham' nor 'spam'")
+            raise DataError(f"{path}, line {number}: label {shown(label)} is neither 'ham' nor 'spam'")
         texts.append(text)
         labels.append(LABELS.index(label))
     if not texts:
@@ -151,7 +151,7 @@ class SmsSpamDataset(Dataset):
         path = Path(run_dir) / VOCAB_FILE
         if not path.is_file():
             raise DataError(f"{path}: not found; the run directory holds no vocabulary")
-        vocab = Vocabulary.load(path)
+        vocab = Vocabulary.load(path, run_dir=run_dir)
         expected = self.spec["text"].metadata["vocab_size"]
         if len(vocab) != expected:
             raise DataError(f"{path}: the saved vocabulary has {len(vocab)} ids, but this data set's "

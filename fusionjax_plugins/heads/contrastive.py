@@ -69,6 +69,7 @@ class ContrastiveHead(Head):
 
     inputs: ClassVar[Literal["fused", "embeddings"]] = "embeddings"
     test_settings = {"features": 8}
+    metrics_within_batch = True  # retrieval is among the batch's examples
     test_labels = FieldSpec((), "int32", {"num_classes": 10})
 
     def answer(self, predictions, *, label_names=None, top=3):

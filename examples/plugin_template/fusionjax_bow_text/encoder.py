@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fusionjax.errors import ConfigError
-from fusionjax.interfaces import Encoder, TokenSequence
+from fusionjax.interfaces import Encoder, FieldSpec, TokenSequence
 
 
 class BagOfEmbeddingsEncoder(Encoder):
@@ -26,7 +26,19 @@ class BagOfEmbeddingsEncoder(Encoder):
         type = "bow_text"
         embed_dim = 64
         features = 64
+
+    Parameters:
+        input_shape: The modality's per-example shape, ``[T]`` token ids (passed by fusionjax).
+        vocab_size: Number of token ids, id 0 being padding; ``>= 2``. Defaults to the data
+            set's (its ``FieldSpec.metadata["vocab_size"]``).
+        embed_dim: Width of each token's embedding (and of the token sequence); ``>= 1``.
+        features: The output width; ``>= 1``.
     """
+
+    # The smallest settings it is tested with, and the input they take: ``vocab_size``
+    # is left to the input's metadata, as a data set's spec fills it in a config.
+    test_settings = {"embed_dim": 8, "features": 6}
+    test_input = FieldSpec((7,), "int32", {"vocab_size": 30})
 
     def __init__(
         self,

@@ -37,6 +37,10 @@ PEER_PARAMS = {"small": 1_320_202, "large": 20_612_234}
 class ReferenceShapes(Dataset):
     """Random inputs of a reference workload's shapes (image, text, audio, label)."""
 
+    splits = ("train", "test")
+    test_settings = {"image_size": 8, "seq_len": 6, "vocab_size": 20, "num_samples": 400,
+                     "train_size": 16, "test_size": 8}
+
     def __init__(self, *, image_size: int = 28, image_channels: int = 1, seq_len: int = 32,
                  vocab_size: int = 5000, sample_rate: int = 8000, num_samples: int = 8000,
                  num_classes: int = 10, train_size: int = 256, test_size: int = 64, seed: int = 0):
@@ -61,8 +65,7 @@ class ReferenceShapes(Dataset):
         self._cache: dict[str, Batch] = {}
 
     def size(self, split: str) -> int:
-        if split not in self.sizes:
-            raise KeyError(f"unknown split {split!r}; this data set has: {', '.join(self.sizes)}")
+        self.check_split(split)
         return self.sizes[split]
 
     def arrays(self, split: str) -> Batch:

@@ -253,7 +253,8 @@ def _print_sweep(path, split: str, size: int, rows, json_out) -> int:
 
 
 def _predict(args) -> int:
-    from fusionjax.rundir import load_run
+    from fusionjax.prediction import read_example
+    from fusionjax.rundir import RunDir, load_run
 
     given = {}
     for item in args.inputs:
@@ -262,7 +263,10 @@ def _predict(args) -> int:
             raise ConfigError(f"input {item!r}: expected modality=VALUE",
                               hint='e.g. image=digit.png audio=seven.wav text="what is the sum"')
         given[name] = value
-    answer = load_run(args.run_dir).predictor()(given, top=args.top)
+    run_dir = RunDir(args.run_dir)
+    assembly = run_dir.assemble()
+    example = read_example(assembly, given)  # every input checked before the model loads
+    answer = load_run(run_dir.path, assembly=assembly).predictor().answer_many([example], top=args.top)[0]
     if args.json:
         print(json.dumps(answer.to_json()), file=args.stdout)
     else:

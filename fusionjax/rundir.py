@@ -196,9 +196,25 @@ class RunDir:
             raise CorruptRunError(f"the final model ({MODEL}/) does not fit the model of {CONFIG} "
                                   f"(first differences, path and shape: {diff})", path=self.path)
         values = jax.tree_util.tree_map_with_path(
-            lambda k, v: np.asarray(got[_path(k)], np.asarray(v).dtype), expected)
+            lambda k, v: jax.numpy.asarray(got[_path(k)], np.dtype(v.dtype)), expected)
         nnx.replace_by_pure_dict(params, values)
         return params
+
+    def assemble(self) -> Assembly:
+        """The finished run's assembly, its data set ready to read new inputs (the files
+        it saved restored), and no parameters loaded: enough to check inputs first."""
+        from fusionjax.assembly import assemble
+
+        config = self.read_config()
+        try:
+            assembly = assemble(config)
+        except ConfigError as e:
+            raise ConfigError(f"{e}{self.plugin_hint(e, config)}") from None
+        self.check_plugins(assembly)
+        if not self.is_finished():
+            self.restore_params(None)  # raises UnfinishedRunError
+        assembly.dataset.restore(self.path)
+        return assembly
 
     # -- plugins -----------------------------------------------------------------------
 
@@ -264,11 +280,12 @@ class Run:
 
         return sweep_run(self, split, batch_size=batch_size)
 
-    def predictor(self) -> Predictor:
-        """A compiled forward pass that answers raw inputs, for many questions."""
+    def predictor(self, *, max_batch: int = 32) -> Predictor:
+        """A compiled forward pass that answers raw inputs, for many questions (batches
+        padded to powers of two up to ``max_batch``)."""
         from fusionjax.prediction import Predictor
 
-        return Predictor(self)
+        return Predictor(self, max_batch=max_batch)
 
     def predict(self, *, top: int = 3, **inputs: str) -> Answer:
         """The answer for one example given as raw inputs: a file path per modality, or
@@ -276,26 +293,23 @@ class Run:
         return self.predictor()(inputs, top=top)
 
 
-def load_run(path: str | Path) -> Run:
+def load_run(path: str | Path, *, assembly: Assembly | None = None) -> Run:
     """The finished run in ``path``, ready to evaluate and answer (with the plugins
-    whose components it used installed)."""
+    whose components it used installed); ``assembly``: :meth:`RunDir.assemble`'s, when
+    the caller already has it."""
+    import jax
     from flax import nnx
 
-    from fusionjax.assembly import assemble
-
     run_dir = RunDir(path)
-    config = run_dir.read_config()
-    try:
-        assembly = assemble(config)
-    except ConfigError as e:
-        raise ConfigError(f"{e}{run_dir.plugin_hint(e, config)}") from None
-    run_dir.check_plugins(assembly)
-    if not run_dir.is_finished():
-        run_dir.restore_params(None)  # raises UnfinishedRunError
-    assembly.dataset.restore(run_dir.path)
-    model = assembly.build()
-    params = run_dir.restore_params(nnx.state(model, nnx.Param))
-    nnx.update(model, params)
+    assembly = assembly or run_dir.assemble()
+    # the model's structure from abstract initialisation, its arrays from the checkpoint:
+    # nothing is initialised only to be overwritten (random init is most of a cold load)
+    graphdef, params, rest = nnx.split(assembly.abstract_model(), nnx.Param, ...)
+    if jax.tree.leaves(rest):  # other variables (e.g. RNG state) are not saved: make them
+        model = assembly.build()
+        nnx.update(model, run_dir.restore_params(nnx.state(model, nnx.Param)))
+    else:
+        model = nnx.merge(graphdef, run_dir.restore_params(params), rest)
     return Run(run_dir, assembly, model)
 
 

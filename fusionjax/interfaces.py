@@ -260,6 +260,12 @@ class Dataset(abc.ABC):
     def restore(self, run_dir: Path) -> None:  # noqa: B027 - optional hook
         """Read back what :meth:`save` wrote; ``evaluate`` and ``predict`` call it."""
 
+    def input_kind(self, modality: str) -> Literal["file", "text"]:
+        """What :meth:`encode` takes for ``modality``: a file path (``"file"``) or the text
+        itself (``"text"``).  Default: text for a modality of token ids (its spec has a
+        ``vocab_size``), a file otherwise."""
+        return "text" if "vocab_size" in self.spec[modality].metadata else "file"
+
     def encode(self, modality: str, value: str) -> np.ndarray:
         """One raw input -- a file path, or the text itself -- as one example's array
         (shape ``spec[modality].shape``), preprocessed exactly as in :meth:`batches`."""

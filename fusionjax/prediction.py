@@ -89,8 +89,11 @@ class Predictor:
         self._forward = jax.jit(lambda s, b: nnx.merge(graphdef, s)(b))
         # a head without a single-example answer says so now, before any input is read
         shapes = jax.eval_shape(self._forward, state, self._batch([self._empty()], 1))
-        run.model.head.answer(jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes),
-                              label_names=self.label_names)
+        probe = run.model.head.answer(jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes),
+                                      label_names=self.label_names)
+        self.answer_kind = probe[0].kind  # "class", "labels", "values" or "text"
+        dataset = run.assembly.dataset
+        self.input_kinds = {m: dataset.input_kind(m) for m in self.modalities}
 
     @property
     def label_names(self) -> tuple[str, ...] | None:

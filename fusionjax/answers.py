@@ -51,12 +51,16 @@ class Answer(abc.ABC):
         """The answer as a person reads it, one line each."""
 
     absent: tuple[str, ...] = field(default=(), kw_only=True)
+    # what the data set noticed about the inputs (e.g. an image it inverted, a text it
+    # could not read a word of)
+    notes: tuple[str, ...] = field(default=(), kw_only=True)
 
-    def with_absent(self, absent: Sequence[str]) -> Answer:
-        return replace(self, absent=tuple(absent))
+    def with_absent(self, absent: Sequence[str], notes: Sequence[str] = ()) -> Answer:
+        return replace(self, absent=tuple(absent), notes=tuple(notes))
 
     def _absent_lines(self) -> list[str]:
-        return [f"  (absent modalities: {', '.join(self.absent)})"] if self.absent else []
+        lines = [f"  (absent modalities: {', '.join(self.absent)})"] if self.absent else []
+        return lines + [f"  (note: {n})" for n in self.notes]
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,8 @@ class ClassAnswer(Answer):
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "answer": self.label, "probability": self.probability,
-                "top": [s.to_json() for s in self.top], "absent": list(self.absent)}
+                "top": [s.to_json() for s in self.top], "absent": list(self.absent),
+                **({"notes": list(self.notes)} if self.notes else {})}
 
     def lines(self) -> list[str]:
         return ([f"answer: {self.label}  (probability {self.probability:.3f})"]
@@ -101,7 +106,8 @@ class LabelsAnswer(Answer):
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "labels": self.labels, "threshold": self.threshold,
                 "predicted": [s.to_json() for s in self.chosen],
-                "top": [s.to_json() for s in self.top], "absent": list(self.absent)}
+                "top": [s.to_json() for s in self.top], "absent": list(self.absent),
+                **({"notes": list(self.notes)} if self.notes else {})}
 
     def lines(self) -> list[str]:
         return ([f"labels: {', '.join(self.labels) or '(none)'}  (probability >= {self.threshold:g})"]
@@ -116,7 +122,8 @@ class ValuesAnswer(Answer):
     value: float | list
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "value": self.value, "absent": list(self.absent)}
+        return {"kind": self.kind, "value": self.value, "absent": list(self.absent),
+                **({"notes": list(self.notes)} if self.notes else {})}
 
     def lines(self) -> list[str]:
         text = f"value: {self.value:.6g}" if isinstance(self.value, float) else f"values: {self.value}"
@@ -133,7 +140,8 @@ class TextAnswer(Answer):
     score: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "text": self.text, "score": self.score, "absent": list(self.absent)}
+        return {"kind": self.kind, "text": self.text, "score": self.score, "absent": list(self.absent),
+                **({"notes": list(self.notes)} if self.notes else {})}
 
     def lines(self) -> list[str]:
         score = "" if self.score is None else f"  (score {self.score:.3f})"

@@ -266,6 +266,16 @@ class Dataset(abc.ABC):
         ``vocab_size``), a file otherwise."""
         return "text" if "vocab_size" in self.spec[modality].metadata else "file"
 
+    def review(self, modality: str, x: np.ndarray) -> tuple[np.ndarray | None, str | None]:
+        """A last look at one new input, as :meth:`encode` gave it: the array to use (or
+        None: treat the modality as absent) and a note for the answer (or None), so that
+        an answer says when its input was not what the model learned from.  Default: a
+        text of token ids with no known word (only padding and the unknown id, 0 and 1)
+        is absent; anything else is used as it is."""
+        if self.input_kind(modality) == "text" and not np.any(np.asarray(x) > 1):
+            return None, f"{modality}: no word of it is in the model's vocabulary, so it counts as absent"
+        return x, None
+
     def encode(self, modality: str, value: str) -> np.ndarray:
         """One raw input -- a file path, or the text itself -- as one example's array
         (shape ``spec[modality].shape``), preprocessed exactly as in :meth:`batches`."""

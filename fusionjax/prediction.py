@@ -44,6 +44,7 @@ class Example:
 
     arrays: Mapping[str, np.ndarray]
     present: tuple[str, ...]
+    notes: tuple[str, ...] = ()  # what the data set's review said of the inputs
 
     def absent(self, modalities: Sequence[str]) -> list[str]:
         return [m for m in modalities if m not in self.present]
@@ -62,17 +63,26 @@ def read_example(assembly: Assembly, inputs: Mapping[str, str]) -> Example:
                               hint=f"its modalities are: {', '.join(modalities)}")
     if not inputs:
         raise ConfigError("no input given", hint=f"give one or more of: {', '.join(modalities)}")
-    dataset, arrays = assembly.dataset, {}
+    dataset, arrays, present, notes = assembly.dataset, {}, [], []
     for m in modalities:
         field = dataset.spec[m]
-        if m not in inputs:
+        x = None
+        if m in inputs:
+            try:
+                x = np.asarray(dataset.encode(m, inputs[m]), field.dtype)
+            except NotImplementedError as e:
+                raise ConfigError(f"predict: {e}") from None
+            x, note = dataset.review(m, x)  # e.g. a text with no known word: absent
+            notes += [note] if note else []
+        if x is None:
             arrays[m] = np.zeros(field.shape, field.dtype)
-            continue
-        try:
-            arrays[m] = np.asarray(dataset.encode(m, inputs[m]), field.dtype)
-        except NotImplementedError as e:
-            raise ConfigError(f"predict: {e}") from None
-    return Example(arrays, tuple(m for m in modalities if m in inputs))
+        else:
+            arrays[m] = np.asarray(x, field.dtype)
+            present.append(m)
+    if not present:
+        raise ConfigError("none of the inputs can be used: " + "; ".join(notes),
+                          hint=f"give one or more of: {', '.join(modalities)}")
+    return Example(arrays, tuple(present), tuple(notes))
 
 
 class Predictor:
@@ -116,7 +126,7 @@ class Predictor:
             outputs = jax.tree.map(lambda x, n=n: x[:n], outputs)
             head = self.run.model.head
             for example, answer in zip(chunk, head.answer(outputs, label_names=self.label_names, top=top)):
-                answers.append(answer.with_absent(example.absent(self.modalities)))
+                answers.append(answer.with_absent(example.absent(self.modalities), example.notes))
         return answers
 
     def __call__(self, inputs: Mapping[str, str], *, top: int = 3) -> Answer:

@@ -151,3 +151,47 @@ def test_a_damaged_model_is_refused(run_dir, tmp_path):
     (broken / rundir.CONFIG).write_text(json.dumps(config))
     out = run_cli("evaluate", str(broken))
     assert out.returncode == 2 and "does not fit the model" in out.stderr
+
+
+def test_answers_are_honest_about_their_inputs(run_dir, tmp_path):
+    """A dark-on-light digit is inverted (and the answer says so); a text with no known
+    word counts as absent; an example with nothing usable is refused."""
+    from PIL import Image, ImageOps
+
+    digit = SHIPPED / "samples" / "digit7.png"
+    ImageOps.invert(Image.open(digit).convert("L")).save(tmp_path / "dark7.png")
+    wav = str(SHIPPED / "fsdd" / "recordings" / "4_george_0.wav")
+    text = "text=what is the written digit plus the spoken digit"
+    light = json.loads(run_cli("predict", str(run_dir), f"image={digit}", f"audio={wav}", text,
+                               "--json").stdout)
+    dark = run_cli("predict", str(run_dir), f"image={tmp_path / 'dark7.png'}", f"audio={wav}", text,
+                   "--json")
+    assert dark.returncode == 0, dark.stderr
+    dark = json.loads(dark.stdout)
+    assert dark["answer"] == light["answer"] and "notes" not in light
+    assert dark["top"][0]["probability"] == pytest.approx(light["top"][0]["probability"], abs=0.05)
+    assert any("inverted" in n for n in dark["notes"])
+    out = run_cli("predict", str(run_dir), f"image={digit}", "text=?! ...")
+    assert out.returncode == 0 and "absent modalities: audio, text" in out.stdout
+    assert "no word of it is in the model's vocabulary" in out.stdout
+    out = run_cli("predict", str(run_dir), "text=?! ...")
+    assert out.returncode == 2 and "none of the inputs can be used" in out.stderr
+
+
+def test_a_predictor_answers_many_at_once_without_recompiling(run_dir):
+    from fusionjax.rundir import load_run
+
+    predictor = load_run(run_dir).predictor(max_batch=8)
+    assert predictor.buckets == (1, 2, 4, 8)
+    predictor.warm_up()
+    assert predictor.compilations() == 4
+    texts = ["what is the written digit plus the spoken digit", "which is larger",
+             "what is the spoken digit minus the written digit"]
+    examples = [predictor.read({"image": str(SHIPPED / "samples" / "digit3.png"), "text": t}) for t in texts]
+    one_by_one = [predictor.answer_many([e])[0].to_json() for e in examples]
+    for n in (3, 5, 11):  # padded to 4, 8, and 8 + 4
+        together = [a.to_json() for a in predictor.answer_many([examples[i % 3] for i in range(n)])]
+        for i, answer in enumerate(together):
+            assert answer["answer"] == one_by_one[i % 3]["answer"]
+            assert answer["probability"] == pytest.approx(one_by_one[i % 3]["probability"], abs=1e-5)
+    assert predictor.compilations() == 4

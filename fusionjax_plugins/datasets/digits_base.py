@@ -98,6 +98,20 @@ class DigitsBase(Dataset):
                               align=self.align)
         raise DataError(f"{type(self).__name__} has no modality {modality!r}")
 
+    def review(self, modality: str, x: np.ndarray) -> tuple[np.ndarray | None, str | None]:
+        """Polarity: MNIST's digits are light on a dark background.  A new image whose
+        border is brighter than its middle (a dark digit on light paper, a photo of ink)
+        is inverted before the model sees it, and the answer says so."""
+        if modality != "image":
+            return super().review(modality, x)
+        raw = x * sources.MNIST_STD + sources.MNIST_MEAN  # back to [0, 1]
+        border = np.concatenate([raw[:3].ravel(), raw[-3:].ravel(), raw[:, :3].ravel(), raw[:, -3:].ravel()])
+        if border.mean() > 0.5 and border.mean() > raw[7:21, 7:21].mean():
+            inverted = ((1.0 - raw) - sources.MNIST_MEAN) / sources.MNIST_STD
+            return inverted.astype(np.float32), ("image: a dark digit on a light background; it was "
+                                                 "inverted, as the training digits are light on dark")
+        return x, None
+
 
 def pick_per_class(wanted: np.ndarray, by_class: list[np.ndarray],
                    rng: np.random.Generator) -> np.ndarray:

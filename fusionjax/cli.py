@@ -89,6 +89,26 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=_predict)
 
+    ex = sub.add_parser("export", help="the trained forward pass as a jax.export artifact, with a "
+                                       "manifest and a standalone loader (jax + numpy only)")
+    ex.add_argument("run_dir", metavar="RUN_DIR")
+    ex.add_argument("out", metavar="OUT", help="a new or empty folder (never overwritten)")
+    ex.set_defaults(func=_export)
+
+    sv = sub.add_parser("serve", help="answer over HTTP: POST /predict (multipart files and text, "
+                                      "or JSON text), GET /info, GET /health, the page at /")
+    sv.add_argument("run_dir", metavar="RUN_DIR")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, "
+                                                        "this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="default: 8000 (0: any free port)")
+    sv.add_argument("--max-batch", type=_positive_int, default=32,
+                    help="the most requests answered by one compiled call (default: 32)")
+    sv.add_argument("--batch-window-ms", type=float, default=5.0,
+                    help="how long a request waits for others to share its batch (default: 5)")
+    sv.add_argument("--max-upload-mb", type=float, default=10.0,
+                    help="the most megabytes (MiB) of one request's uploads (default: 10)")
+    sv.set_defaults(func=_serve)
+
     pt = sub.add_parser("plot", help="loss and metric curves of one or more runs, as a PNG")
     pt.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     pt.add_argument("--out", metavar="FILE.png",
@@ -188,6 +208,20 @@ def _resume(args) -> int:
         raise ConfigError(f"{e}{run.plugin_hint(e, config)}") from None
 
 
+def _export(args) -> int:
+    from fusionjax.export import MANIFEST_FILE, check_out_dir, export_run
+
+    check_out_dir(Path(args.out))  # refused before the run loads
+    written = export_run(args.run_dir, args.out)
+    manifest = json.loads((Path(args.out) / MANIFEST_FILE).read_text())
+    print(f"exported {args.run_dir} -> {args.out} (platforms: {', '.join(manifest['platforms'])}; "
+          f"batch dimension symbolic)")
+    for path in written:
+        print(f"  {path}  {path.stat().st_size:,} bytes")
+    print(f"run it: python {Path(args.out) / 'fusionjax_export_loader.py'} {args.out} INPUTS.npz")
+    return 0
+
+
 def _plot(args) -> int:
     from fusionjax.plot import plot_runs
 
@@ -253,7 +287,7 @@ def _print_sweep(path, split: str, size: int, rows, json_out) -> int:
 
 
 def _predict(args) -> int:
-    from fusionjax.prediction import read_example
+    from fusionjax.prediction import answer_kind, read_example
     from fusionjax.rundir import RunDir, load_run
 
     given = {}
@@ -265,6 +299,7 @@ def _predict(args) -> int:
         given[name] = value
     run_dir = RunDir(args.run_dir)
     assembly = run_dir.assemble()
+    answer_kind(assembly)  # a head without a single-example answer says so first
     example = read_example(assembly, given)  # every input checked before the model loads
     answer = load_run(run_dir.path, assembly=assembly).predictor().answer_many([example], top=args.top)[0]
     if args.json:
@@ -272,6 +307,20 @@ def _predict(args) -> int:
     else:
         print("\n".join(answer.lines()))
     return 0
+
+
+def _serve(args) -> int:
+    from fusionjax.serving import create_app, listen, serve
+
+    if not 0 < args.max_upload_mb <= 2 ** 20:
+        raise ConfigError(f"must be a number of MiB in (0, 1048576], got {args.max_upload_mb!r}",
+                          key="--max-upload-mb")
+    listener = listen(args.host, args.port)  # a port in use is an error before the run loads
+    # the run loads and compiles here: a bad RUN_DIR is an error before anything is served
+    app = create_app(args.run_dir, max_batch=args.max_batch, batch_window_ms=args.batch_window_ms,
+                     max_upload_bytes=int(args.max_upload_mb * 2 ** 20))
+    return serve(app, listener,
+                 on_ready=lambda url: print(f"fusionjax: serving {args.run_dir} at {url}", flush=True))
 
 
 def _config_check(args) -> int:

@@ -85,6 +85,22 @@ def read_example(assembly: Assembly, inputs: Mapping[str, str]) -> Example:
     return Example(arrays, tuple(present), tuple(notes))
 
 
+def answer_kind(assembly: Assembly, model=None) -> str:
+    """The kind of :class:`~fusionjax.answers.Answer` the run's head gives, from one
+    abstract forward pass (no parameters needed: ``model`` defaults to the abstract
+    model); a :class:`ConfigError` for a head without a single-example answer."""
+    model = model if model is not None else assembly.abstract_model()
+    graphdef, state = nnx.split(model)
+    spec = assembly.dataset.spec
+    batch: Batch = {}
+    for m in model.modalities:
+        batch[m] = jax.ShapeDtypeStruct((1, *spec[m].shape), np.dtype(spec[m].dtype))
+        batch[mask_key(m)] = jax.ShapeDtypeStruct((1,), np.dtype(bool))
+    shapes = jax.eval_shape(lambda s, b: nnx.merge(graphdef, s)(b), state, batch)
+    zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    return model.head.answer(zeros, label_names=assembly.dataset.label_names)[0].kind
+
+
 class Predictor:
     """A loaded run's compiled forward pass, answering examples one or many at a time."""
 
@@ -97,11 +113,7 @@ class Predictor:
         graphdef, state = nnx.split(run.model)
         self._state = state
         self._forward = jax.jit(lambda s, b: nnx.merge(graphdef, s)(b))
-        # a head without a single-example answer says so now, before any input is read
-        shapes = jax.eval_shape(self._forward, state, self._batch([self._empty()], 1))
-        probe = run.model.head.answer(jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes),
-                                      label_names=self.label_names)
-        self.answer_kind = probe[0].kind  # "class", "labels", "values" or "text"
+        self.answer_kind = answer_kind(run.assembly, run.model)  # "class", "labels", "values", "text"
         dataset = run.assembly.dataset
         self.input_kinds = {m: dataset.input_kind(m) for m in self.modalities}
 
@@ -122,8 +134,8 @@ class Predictor:
             chunk = list(examples[start:start + self.buckets[-1]])
             size = next(b for b in self.buckets if b >= len(chunk))
             outputs = jax.device_get(self._forward(self._state, self._batch(chunk, size)))
-            n = len(chunk)
-            outputs = jax.tree.map(lambda x, n=n: x[:n], outputs)
+            # the head answers the whole padded bucket (its own eager steps, e.g. a softmax,
+            # then only see bucket sizes, compiled by warm_up); the padding rows are dropped
             head = self.run.model.head
             for example, answer in zip(chunk, head.answer(outputs, label_names=self.label_names, top=top)):
                 answers.append(answer.with_absent(example.absent(self.modalities), example.notes))
@@ -134,9 +146,10 @@ class Predictor:
         return self.answer_many([self.read(inputs)], top=top)[0]
 
     def warm_up(self) -> None:
-        """Compile the forward pass for every bucket size (a server does this at start)."""
+        """Compile the forward pass and the head's answer step for every bucket size (a
+        server does this at start): afterwards nothing compiles, whatever the batch."""
         for size in self.buckets:
-            jax.block_until_ready(self._forward(self._state, self._batch([self._empty()], size)))
+            self.answer_many([self._empty()] * size)
 
     def compilations(self) -> int:
         """How many batch shapes the forward pass has been compiled for."""

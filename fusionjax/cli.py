@@ -299,8 +299,8 @@ def _predict(args) -> int:
         given[name] = value
     run_dir = RunDir(args.run_dir)
     assembly = run_dir.assemble()
-    answer_kind(assembly)  # a head without a single-example answer says so first
     example = read_example(assembly, given)  # every input checked before the model loads
+    answer_kind(assembly)  # a head without a single-example answer says so before it loads
     answer = load_run(run_dir.path, assembly=assembly).predictor().answer_many([example], top=args.top)[0]
     if args.json:
         print(json.dumps(answer.to_json()), file=args.stdout)

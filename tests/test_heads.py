@@ -509,7 +509,8 @@ def test_contrastive_learns_to_match_images_and_recordings(tmp_path, capsys):
     from fusionjax.cli import main
 
     capsys.readouterr()
-    assert main(["predict", str(tmp_path / "run"), "image=x.png"]) == 2
+    digit = str(ROOT / "examples" / "data" / "samples" / "digit7.png")
+    assert main(["predict", str(tmp_path / "run"), f"image={digit}"]) == 2
     err = capsys.readouterr().err
     assert "no answer for a single example" in err and "fusionjax evaluate" in err, err
     # the run loads back: evaluate reproduces its metrics

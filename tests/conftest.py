@@ -43,3 +43,17 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path = ROOT):
     full_env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
     return subprocess.run([sys.executable, "-m", "fusionjax", *args], capture_output=True,
                           text=True, env=full_env, cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory):
+    """A small trained digit_qa run (30 steps, as `fusionjax train` writes it), trained once
+    and shared by the tests that evaluate, predict, serve and show a run: read-only, so a
+    test that damages a run copies it first."""
+    run = tmp_path_factory.mktemp("runs") / "qa"
+    out = run_cli("train", str(ROOT / "examples" / "digit_qa.toml"), "train.steps=30",
+                  "train.log_every=10", "data.train_size=2000", "data.test_size=300",
+                  "--output-dir", str(run))
+    assert out.returncode == 0, out.stderr[-3000:]
+    return run
+

@@ -14,16 +14,6 @@ from fusionjax import rundir
 SHIPPED = ROOT / "examples" / "data"
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    run = tmp_path_factory.mktemp("runs") / "qa"
-    out = run_cli("train", str(ROOT / "examples" / "digit_qa.toml"), "train.steps=30",
-                  "train.log_every=10", "data.train_size=2000", "data.test_size=300",
-                  "--output-dir", str(run))
-    assert out.returncode == 0, out.stderr[-3000:]
-    return run
-
-
 def test_run_directory_holds_everything(run_dir):
     assert {p.name for p in run_dir.iterdir()} == set(rundir.LAYOUT) | {"vocab.json"}
     assert len(json.loads((run_dir / "vocab.json").read_text())["tokens"]) > 40

@@ -27,16 +27,6 @@ QUESTION = "what is the written digit plus the spoken digit"
 BAD_IMAGE = b"these bytes are no image"
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    run = tmp_path_factory.mktemp("runs") / "qa"
-    out = run_cli("train", str(ROOT / "examples" / "digit_qa.toml"), "train.steps=30",
-                  "train.log_every=10", "data.train_size=2000", "data.test_size=300",
-                  "--output-dir", str(run))
-    assert out.returncode == 0, out.stderr[-3000:]
-    return run
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

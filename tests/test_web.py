@@ -17,7 +17,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT
 
 try:
     from playwright.sync_api import expect, sync_playwright
@@ -36,16 +36,6 @@ SERVE = [sys.executable, "-m", "fusionjax", "serve"]
 IMAGE = ROOT / "examples" / "data" / "samples" / "digit7.png"
 AUDIO = ROOT / "examples" / "data" / "fsdd" / "recordings" / "4_george_0.wav"
 QUESTION = "what is the written digit plus the spoken digit"
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    run = tmp_path_factory.mktemp("runs") / "qa"
-    out = run_cli("train", str(ROOT / "examples" / "digit_qa.toml"), "train.steps=30",
-                  "train.log_every=10", "data.train_size=2000", "data.test_size=300",
-                  "--output-dir", str(run))
-    assert out.returncode == 0, out.stderr[-3000:]
-    return run
 
 
 @pytest.fixture(scope="module")

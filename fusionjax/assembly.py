@@ -12,10 +12,11 @@ Only :meth:`Assembly.build` allocates parameters.
 from __future__ import annotations
 
 import dataclasses
+import math
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import jax
 import numpy as np
@@ -30,9 +31,38 @@ from fusionjax.interfaces import LABEL, Dataset, Encoder, Fusion, Head
 from fusionjax.model import FusionModel
 from fusionjax.plugins import default_registry
 from fusionjax.registry import ComponentSpec, Registry
-from fusionjax.training.optim import make_optimizer
+from fusionjax.training.optim import make_optimizer, per_component
 
 _BASES = {"encoder": Encoder, "fusion": Fusion, "head": Head, "dataset": Dataset}
+
+
+@dataclass(frozen=True)
+class Training:
+    """The keys of a model component's section that fusionjax reads itself (besides
+    ``type``): ``trainable = false`` freezes the component (its parameters never change
+    and it has no optimiser state); ``lr_scale`` multiplies its learning rate."""
+
+    trainable: bool = True
+    lr_scale: float = 1.0
+
+    KEYS: ClassVar[tuple[str, ...]] = ("trainable", "lr_scale")
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any], key: str) -> Training:
+        trainable, lr_scale = section.get("trainable", True), section.get("lr_scale", 1.0)
+        if not isinstance(trainable, bool):
+            raise ConfigError(f"must be true or false, got {shown(trainable)}", key=f"{key}.trainable")
+        if isinstance(lr_scale, bool) or not isinstance(lr_scale, int | float) \
+                or not math.isfinite(lr_scale) or lr_scale < 0:
+            raise ConfigError(f"must be a finite number >= 0, got {shown(lr_scale)}", key=f"{key}.lr_scale",
+                              hint="the factor on the learning rate of this component; "
+                                   "trainable = false freezes it")
+        return cls(trainable, float(lr_scale))
+
+    def resolved(self) -> dict[str, Any]:
+        """The keys to record in the resolved config (only those not at their default)."""
+        return {**({"trainable": False} if not self.trainable else {}),
+                **({"lr_scale": self.lr_scale} if self.lr_scale != 1.0 else {})}
 
 
 @dataclass(frozen=True)
@@ -43,11 +73,12 @@ class Part:
     spec: ComponentSpec
     kwargs: Mapping[str, Any]
     injected: frozenset[str] = frozenset()  # kwargs fusionjax supplied (widths, shapes)
+    training: Training = field(default_factory=lambda: Training())  # how the optimiser treats it
 
     def resolved(self) -> dict[str, Any]:
         """This part's config section with every default filled in."""
         settings = {k: as_config_value(v) for k, v in self.kwargs.items() if k not in self.injected}
-        return {"type": self.spec.qualified_name, **settings}
+        return {"type": self.spec.qualified_name, **self.training.resolved(), **settings}
 
     @property
     def owner(self) -> str:
@@ -174,7 +205,9 @@ def _part(spec: ComponentSpec, section: dict, key: str, injected: dict, defaults
     must agree with any value the user set."""
     params, _ = signature_params(spec.load())
     owner = f"{spec.kind} {spec.describe()}"
-    user = {k: v for k, v in section.items() if k != "type"}
+    own = ("type", *Training.KEYS) if spec.kind != "dataset" else ("type",)
+    training = Training.from_section(section, key) if spec.kind != "dataset" else Training()
+    user = {k: v for k, v in section.items() if k not in own}
     for name, (value, source) in defaults.items():
         if name not in params:
             continue
@@ -187,7 +220,7 @@ def _part(spec: ComponentSpec, section: dict, key: str, injected: dict, defaults
             )
     injected = {k: v for k, v in injected.items() if k in params}
     kwargs = bind(spec.load(), user, key, owner=owner, injected=injected)
-    return Part(key, spec, kwargs, frozenset(injected))
+    return Part(key, spec, kwargs, frozenset(injected), training)
 
 
 def _abstract(part: Part, what: str):
@@ -296,8 +329,10 @@ def assemble(config: Mapping[str, Any], registry: Registry | None = None) -> Ass
             raise ConfigError(f"{e.message} (labels of data set {data_name!r}: shape "
                               f"{tuple(label.shape)}, {label.dtype})", key=e.key, hint=e.hint) from None
 
+    groups = {_param_prefix(p.key): (p.training.trainable, p.training.lr_scale)
+              for p in [*encoders.values(), *([fusion] if fusion else []), head]}
     assembly = Assembly(config, dataset, data_part, encoders, fusion, head, train,
-                        optimizer.transform, optimizer.learning_rate, devices)
+                        per_component(optimizer.transform, groups), optimizer.learning_rate, devices)
     _check_forward(assembly, widths, fused)
     fast_paths.check()  # FUSIONJAX_FAST_PATHS, now that the components declared theirs
     return assembly
@@ -325,6 +360,12 @@ def _check_data(dataset: Dataset, name: str, train: TrainConfig) -> None:
     if dataset.size("train") < train.batch_size:
         raise ConfigError(f"{train.batch_size} is larger than the {dataset.size('train')} "
                           f"training examples of data set {name!r}", key="train.batch_size")
+
+
+def _param_prefix(key: str) -> tuple[str, ...]:
+    """A part's config key -> where its parameters sit in the model's state:
+    ``model.encoders.image`` -> ``("encoders", "image")``, ``model.head`` -> ``("head",)``."""
+    return tuple(key.split(".")[1:])
 
 
 def _width(module: Any, attr: str, part: Part) -> int:

@@ -44,6 +44,8 @@ class ModelSummary:
     seconds: float  # spent estimating FLOPs
     note: str = ""  # why there are no FLOPs, when the cost analysis failed
     step: str = ""  # the train step's settings, e.g. "bfloat16, 4 micro-batches"
+    optimizer_bytes: int = 0  # the optimiser's state (none for frozen components)
+    frozen: tuple[str, ...] = ()  # key paths of the components with trainable = false
 
 
 def summarize(assembly, *, flops: bool = True) -> ModelSummary:
@@ -71,7 +73,13 @@ def summarize(assembly, *, flops: bool = True) -> ModelSummary:
                         per_part.get(key)))
     cfg = assembly.train
     step = cfg.precision + (f", {cfg.grad_accumulation} micro-batches" if cfg.grad_accumulation > 1 else "")
-    return ModelSummary(rows, forward, train, batch_size, time.perf_counter() - t0, note, step)
+    params = nnx.state(model, nnx.Param)
+    opt_state = jax.eval_shape(assembly.optimizer.init, params)
+    optimizer_bytes = int(sum(np.prod(x.shape) * np.dtype(x.dtype).itemsize
+                              for x in jax.tree.leaves(opt_state)))
+    frozen = tuple(p.key for p in assembly.parts if not p.training.trainable or p.training.lr_scale == 0)
+    return ModelSummary(rows, forward, train, batch_size, time.perf_counter() - t0, note, step,
+                        optimizer_bytes, frozen)
 
 
 def format_summary(summary: ModelSummary) -> list[str]:
@@ -88,6 +96,8 @@ def format_summary(summary: ModelSummary) -> list[str]:
     if summary.train_flops is not None:
         lines.append(f"  train step: {_si(summary.train_flops)}FLOPs per example (the step as it runs: "
                      f"{summary.step}, at batch {summary.batch_size})")
+    frozen = f"; frozen, with none: {', '.join(summary.frozen)}" if summary.frozen else ""
+    lines.append(f"  optimiser state: {_bytes(summary.optimizer_bytes)}{frozen}")
     if summary.note:
         lines.append(f"  ({summary.note})")
     return lines

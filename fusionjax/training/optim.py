@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, NamedTuple
 
+import jax
 import optax
 
 from fusionjax.config.schema import DEFAULT_LEARNING_RATE, DEFAULT_OPTIMIZER
@@ -194,3 +195,36 @@ def _check_weight_decay(name: str, fn: Callable, section: Mapping[str, Any]) -> 
     hint = ('use name = "adamw" (Adam with decoupled weight decay)' if name in ("adam", "nadam")
             else f"use an optimiser with decoupled weight decay: {', '.join(with_decay)}")
     raise ConfigError(f"optax.{name} has no weight decay", key=f"{KEY}.weight_decay", hint=hint)
+
+
+def per_component(tx: optax.GradientTransformation,
+                  groups: Mapping[tuple[str, ...], tuple[bool, float]]) -> optax.GradientTransformation:
+    """``tx`` applied per model component: ``groups`` maps where a component's parameters
+    sit in the model's state (``("encoders", "image")``, ``("head",)``) to its
+    ``(trainable, lr_scale)``.  A frozen component's updates are zero and it holds no
+    optimiser state (``optax.set_to_zero`` under ``optax.multi_transform``); a scaled one's
+    updates are multiplied by its ``lr_scale``.  With every component at the defaults this
+    is ``tx`` itself, so such a run is unchanged, bit for bit."""
+    if all(trainable and scale == 1.0 for trainable, scale in groups.values()):
+        return tx
+
+    def label(trainable: bool, scale: float) -> str:
+        return "frozen" if not trainable or scale == 0.0 else f"scale={scale!r}"
+
+    transforms: dict[str, optax.GradientTransformation] = {"frozen": optax.set_to_zero(),
+                                                          label(True, 1.0): tx}
+    for trainable, scale in groups.values():
+        name = label(trainable, scale)
+        if name not in transforms:
+            transforms[name] = tx if scale == 1.0 else optax.chain(tx, optax.scale(scale))
+
+    def labels(params):
+        def one(path, _):
+            keys = [getattr(k, "key", getattr(k, "name", k)) for k in path]
+            for prefix, (trainable, scale) in groups.items():
+                if tuple(str(k) for k in keys[: len(prefix)]) == prefix:
+                    return label(trainable, scale)
+            return label(True, 1.0)
+        return jax.tree_util.tree_map_with_path(one, params)
+
+    return optax.multi_transform(transforms, labels)

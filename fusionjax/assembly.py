@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from fusionjax import fast_paths
+from fusionjax import fast_paths, transfer
 from fusionjax.config.schema import TrainConfig, check_top_level, train_config
 from fusionjax.config.validation import as_config_value, bind, signature_params
 from fusionjax.errors import ComponentError, ConfigError, DataError, capped, did_you_mean, shown
@@ -32,6 +32,7 @@ from fusionjax.model import FusionModel
 from fusionjax.plugins import default_registry
 from fusionjax.registry import ComponentSpec, Registry
 from fusionjax.training.optim import make_optimizer, per_component
+from fusionjax.transfer import InitFrom
 
 _BASES = {"encoder": Encoder, "fusion": Fusion, "head": Head, "dataset": Dataset}
 
@@ -44,8 +45,9 @@ class Training:
 
     trainable: bool = True
     lr_scale: float = 1.0
+    init_from: InitFrom | None = None  # its initial parameters from a finished run
 
-    KEYS: ClassVar[tuple[str, ...]] = ("trainable", "lr_scale")
+    KEYS: ClassVar[tuple[str, ...]] = ("trainable", "lr_scale", "init_from")
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any], key: str) -> Training:
@@ -57,12 +59,14 @@ class Training:
             raise ConfigError(f"must be a finite number >= 0, got {shown(lr_scale)}", key=f"{key}.lr_scale",
                               hint="the factor on the learning rate of this component; "
                                    "trainable = false freezes it")
-        return cls(trainable, float(lr_scale))
+        init = section.get("init_from")
+        return cls(trainable, float(lr_scale), None if init is None else InitFrom.from_config(init, key))
 
     def resolved(self) -> dict[str, Any]:
         """The keys to record in the resolved config (only those not at their default)."""
         return {**({"trainable": False} if not self.trainable else {}),
-                **({"lr_scale": self.lr_scale} if self.lr_scale != 1.0 else {})}
+                **({"lr_scale": self.lr_scale} if self.lr_scale != 1.0 else {}),
+                **({"init_from": self.init_from.resolved()} if self.init_from else {})}
 
 
 @dataclass(frozen=True)
@@ -122,14 +126,23 @@ class Assembly:
         ``learning_rate_at(n - 1)``), from ``[train.optimizer]`` and its schedule."""
         return None if self.learning_rate is None else float(self.learning_rate(update))
 
-    def build(self, seed: int | None = None) -> FusionModel:
-        """The model with real parameters (``seed`` defaults to ``train.seed``)."""
+    def build(self, seed: int | None = None, *, init_from: bool = True) -> FusionModel:
+        """The model with real parameters (``seed`` defaults to ``train.seed``), those of a
+        component with ``init_from`` taken from its source run (``init_from=False``: the
+        random initialisation only, e.g. for an abstract model)."""
         seed = self.train.seed if seed is None else seed
-        return FusionModel(
+        model = FusionModel(
             {m: p.build(seed) for m, p in self.encoders.items()},
             self.fusion.build(seed) if self.fusion is not None else None,
             self.head.build(seed),
         )
+        if init_from:
+            modules = [model.encoders[m] for m in self.encoders]
+            modules += [model.fusion] if self.fusion is not None else []
+            for part, module in zip(self.parts, [*modules, model.head]):
+                if part.training.init_from is not None:
+                    transfer.apply(part.training.init_from, part.key, module)
+        return model
 
     @property
     def parts(self) -> list[Part]:
@@ -151,7 +164,7 @@ class Assembly:
 
     def abstract_model(self) -> FusionModel:
         """The model with ``ShapeDtypeStruct`` parameters (nothing allocated)."""
-        return nnx.eval_shape(lambda: self.build(0))
+        return nnx.eval_shape(lambda: self.build(0, init_from=False))
 
     def example_batch(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
         spec = self.dataset.spec
@@ -329,6 +342,10 @@ def assemble(config: Mapping[str, Any], registry: Registry | None = None) -> Ass
             raise ConfigError(f"{e.message} (labels of data set {data_name!r}: shape "
                               f"{tuple(label.shape)}, {label.dtype})", key=e.key, hint=e.hint) from None
 
+    for part in [*encoders.values(), *([fusion] if fusion else []), head]:
+        if part.training.init_from is not None:  # the source fits, checked before any compute
+            transfer.check_fits(part.training.init_from, part.key, _abstract(part, part.spec.kind),
+                                part.owner)
     groups = {_param_prefix(p.key): (p.training.trainable, p.training.lr_scale)
               for p in [*encoders.values(), *([fusion] if fusion else []), head]}
     assembly = Assembly(config, dataset, data_part, encoders, fusion, head, train,
@@ -382,7 +399,7 @@ def _check_forward(assembly: Assembly, widths: Mapping[str, int], fused: int | N
     batch = assembly.example_batch(2)
 
     def run(b):
-        model = assembly.build(0)
+        model = assembly.build(0, init_from=False)
         for m, enc in model.encoders.items():  # each encoder alone, to name the one that fails
             part = assembly.encoders[m]
             try:

@@ -168,19 +168,14 @@ class RunDir:
         with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
             checkpointer.save(self.model_dir, args=ocp.args.StandardSave(nnx.to_pure_dict(params)))
 
-    def restore_params(self, params: Any) -> Any:
-        """The final parameters, into the ``nnx.State`` ``params`` (whose arrays give the
-        expected shapes: a saved model must fit the run's config)."""
-        import jax
-        import numpy as np
+    def final_arrays(self) -> dict[str, Any]:
+        """The final parameters as saved, flat: ``{"encoders/image/convs/0/kernel": array}``."""
         import orbax.checkpoint as ocp
-        from flax import nnx
 
         if not self.is_finished():
             raise UnfinishedRunError(
                 f"has no final model ({MODEL}/): the run has not finished", path=self.path,
                 hint=f"resume it (`fusionjax resume {self.path}`) and let it finish")
-        expected = nnx.to_pure_dict(params)
         _quiet_abandoned_reads()
         try:
             with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
@@ -189,7 +184,18 @@ class RunDir:
             raise CorruptRunError(f"the final model ({MODEL}/) cannot be read: {type(e).__name__}: "
                                   f"{str(e).splitlines()[0][:300] if str(e) else ''}",
                                   path=self.path) from None
-        want, got = _leaves(expected), _leaves(found) if isinstance(found, dict) else {}
+        return _leaves(found) if isinstance(found, dict) else {}
+
+    def restore_params(self, params: Any) -> Any:
+        """The final parameters, into the ``nnx.State`` ``params`` (whose arrays give the
+        expected shapes: a saved model must fit the run's config)."""
+        import jax
+        import numpy as np
+        from flax import nnx
+
+        got = self.final_arrays()
+        expected = nnx.to_pure_dict(params)
+        want = _leaves(expected)
         shapes = {k: np.shape(v) for k, v in want.items()}
         if {k: np.shape(v) for k, v in got.items()} != shapes:
             diff = sorted(set((k, np.shape(v)) for k, v in got.items()) ^ set(shapes.items()))[:3]

@@ -77,7 +77,7 @@ class Part:
     spec: ComponentSpec
     kwargs: Mapping[str, Any]
     injected: frozenset[str] = frozenset()  # kwargs fusionjax supplied (widths, shapes)
-    training: Training = field(default_factory=lambda: Training())  # how the optimiser treats it
+    training: Training = field(default_factory=Training)  # how the optimiser treats it
 
     def resolved(self) -> dict[str, Any]:
         """This part's config section with every default filled in."""

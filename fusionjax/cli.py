@@ -287,7 +287,7 @@ def _print_sweep(path, split: str, size: int, rows, json_out) -> int:
 
 
 def _predict(args) -> int:
-    from fusionjax.prediction import answer_kind, read_example
+    from fusionjax.prediction import Predictor, answer_kind, read_example
     from fusionjax.rundir import RunDir, load_run
 
     given = {}
@@ -300,8 +300,9 @@ def _predict(args) -> int:
     run_dir = RunDir(args.run_dir)
     assembly = run_dir.assemble()
     example = read_example(assembly, given)  # every input checked before the model loads
-    answer_kind(assembly)  # a head without a single-example answer says so before it loads
-    answer = load_run(run_dir.path, assembly=assembly).predictor().answer_many([example], top=args.top)[0]
+    kind = answer_kind(assembly)  # a head without a single-example answer says so before it loads
+    predictor = Predictor(load_run(run_dir.path, assembly=assembly), kind=kind)
+    answer = predictor.answer_many([example], top=args.top)[0]
     if args.json:
         print(json.dumps(answer.to_json()), file=args.stdout)
     else:

@@ -145,17 +145,9 @@ def _flat_outputs(outputs: Any) -> Any:
     ``{"a/b": array}``, so that a consumer needs no fusionjax class to deserialise it."""
     import jax
 
-    if isinstance(outputs, jax.Array):
-        return outputs
-    leaves = jax.tree_util.tree_flatten_with_path(outputs)[0]
-    return {"/".join(_key_name(k) for k in path): leaf for path, leaf in leaves}
+    from fusionjax.rundir import flatten
 
-
-def _key_name(key) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(key, attr):
-            return str(getattr(key, attr))
-    return str(key)
+    return outputs if isinstance(outputs, jax.Array) else flatten(outputs)
 
 
 def _dims(shape) -> list[int | str]:

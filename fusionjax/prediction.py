@@ -104,7 +104,8 @@ def answer_kind(assembly: Assembly, model=None) -> str:
 class Predictor:
     """A loaded run's compiled forward pass, answering examples one or many at a time."""
 
-    def __init__(self, run: Run, *, max_batch: int = 32):
+    def __init__(self, run: Run, *, max_batch: int = 32, kind: str | None = None):
+        """``kind``: the run's :func:`answer_kind`, when the caller has already checked it."""
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ConfigError(f"must be an int >= 1, got {shown(max_batch)}", key="max_batch")
         self.run = run
@@ -113,7 +114,8 @@ class Predictor:
         graphdef, state = nnx.split(run.model)
         self._state = state
         self._forward = jax.jit(lambda s, b: nnx.merge(graphdef, s)(b))
-        self.answer_kind = answer_kind(run.assembly, run.model)  # "class", "labels", "values", "text"
+        # "class", "labels", "values" or "text"; a head without an answer says so now
+        self.answer_kind = kind or answer_kind(run.assembly, run.model)
         dataset = run.assembly.dataset
         self.input_kinds = {m: dataset.input_kind(m) for m in self.modalities}
 

@@ -184,27 +184,21 @@ class RunDir:
             raise CorruptRunError(f"the final model ({MODEL}/) cannot be read: {type(e).__name__}: "
                                   f"{str(e).splitlines()[0][:300] if str(e) else ''}",
                                   path=self.path) from None
-        return _leaves(found) if isinstance(found, dict) else {}
+        return flatten(found) if isinstance(found, dict) else {}
 
     def restore_params(self, params: Any) -> Any:
         """The final parameters, into the ``nnx.State`` ``params`` (whose arrays give the
         expected shapes: a saved model must fit the run's config)."""
-        import jax
         import numpy as np
         from flax import nnx
 
         got = self.final_arrays()
-        expected = nnx.to_pure_dict(params)
-        want = _leaves(expected)
-        shapes = {k: np.shape(v) for k, v in want.items()}
+        shapes = {k: np.shape(v) for k, v in flatten(nnx.to_pure_dict(params)).items()}
         if {k: np.shape(v) for k, v in got.items()} != shapes:
             diff = sorted(set((k, np.shape(v)) for k, v in got.items()) ^ set(shapes.items()))[:3]
             raise CorruptRunError(f"the final model ({MODEL}/) does not fit the model of {CONFIG} "
                                   f"(first differences, path and shape: {diff})", path=self.path)
-        values = jax.tree_util.tree_map_with_path(
-            lambda k, v: jax.numpy.asarray(got[_path(k)], np.dtype(v.dtype)), expected)
-        nnx.replace_by_pure_dict(params, values)
-        return params
+        return fill(params, got)
 
     def assemble(self) -> Assembly:
         """The finished run's assembly, its data set ready to read new inputs (the files
@@ -379,12 +373,28 @@ def _quiet(read):
         return None
 
 
-def _path(keys) -> str:
-    """A leaf's path as ``a/b/0/kernel`` (Orbax stores integer keys as strings)."""
-    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in keys)
+def path_name(keys) -> str:
+    """A pytree leaf's path as ``a/b/0/kernel``: how saved parameters are named (Orbax
+    stores integer keys as strings, so names, not keys, match across a save)."""
+    return "/".join(str(next((getattr(k, a) for a in ("key", "name", "idx") if hasattr(k, a)), k))
+                    for k in keys)
 
 
-def _leaves(tree) -> dict[str, Any]:
+def flatten(tree) -> dict[str, Any]:
+    """``tree``'s leaves by :func:`path_name`."""
     import jax
 
-    return {_path(k): v for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    return {path_name(k): v for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def fill(params: Any, arrays: Mapping[str, Any]) -> Any:
+    """The ``nnx.State`` ``params`` with every parameter replaced by ``arrays[name]`` (names
+    from :func:`flatten`, shapes already checked), in the parameter's own dtype."""
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    values = jax.tree_util.tree_map_with_path(
+        lambda k, v: jax.numpy.asarray(arrays[path_name(k)], np.dtype(v.dtype)), nnx.to_pure_dict(params))
+    nnx.replace_by_pure_dict(params, values)
+    return params

@@ -105,25 +105,16 @@ def check_fits(init: InitFrom, target_key: str, abstract_module: Any, owner: str
 
 def apply(init: InitFrom, target_key: str, module: Any) -> None:
     """Replace ``module``'s parameters by the source's (shapes checked by :func:`check_fits`)."""
-    import jax
     from flax import nnx
 
-    source = init.arrays(target_key)
-    params = nnx.state(module, nnx.Param)
-    pure = nnx.to_pure_dict(params)
-    values = jax.tree_util.tree_map_with_path(
-        lambda k, v: jax.numpy.asarray(source[_path(k)], np.asarray(v).dtype), pure)
-    nnx.replace_by_pure_dict(params, values)
-    nnx.update(module, params)
+    from fusionjax.rundir import fill
+
+    nnx.update(module, fill(nnx.state(module, nnx.Param), init.arrays(target_key)))
 
 
 def _flat_params(module: Any) -> dict[str, Any]:
-    import jax
     from flax import nnx
 
-    pure = nnx.to_pure_dict(nnx.state(module, nnx.Param))
-    return {_path(k): v for k, v in jax.tree_util.tree_flatten_with_path(pure)[0]}
+    from fusionjax.rundir import flatten
 
-
-def _path(keys) -> str:
-    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in keys)
+    return flatten(nnx.to_pure_dict(nnx.state(module, nnx.Param)))

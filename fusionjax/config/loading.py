@@ -72,7 +72,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
         raise ConfigError(f"{name} must hold a table/mapping at the top, "
                           f"not a {type(data).__name__}")
     check_tree(data, where=name)
-    return apply_overrides(data, overrides)
+    return _apply(data, overrides)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -94,6 +94,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """A copy of ``config`` with each ``key.path=value`` set (tables created as needed)."""
     check_tree(config)  # before deepcopy walks it: string keys, bounded depth and size
+    return _apply(config, overrides)
+
+
+def _apply(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """:func:`apply_overrides` on a config already checked by ``check_tree``."""
     config = copy.deepcopy(config)
     for text in overrides:
         parts, value = parse_override(text)

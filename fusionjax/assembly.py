@@ -141,7 +141,7 @@ class Assembly:
             modules += [model.fusion] if self.fusion is not None else []
             for part, module in zip(self.parts, [*modules, model.head]):
                 if part.training.init_from is not None:
-                    transfer.apply(part.training.init_from, part.key, module)
+                    transfer.apply(part.training.init_from, part.key, module, part.owner)
         return model
 
     @property
@@ -246,8 +246,13 @@ def _abstract(part: Part, what: str):
                           key=part.key) from None
 
 
-def assemble(config: Mapping[str, Any], registry: Registry | None = None) -> Assembly:
-    """Validate ``config`` and prepare the model and data set; allocates nothing."""
+def assemble(config: Mapping[str, Any], registry: Registry | None = None, *,
+             read_sources: bool = True) -> Assembly:
+    """Validate ``config`` and prepare the model and data set; allocates nothing.
+
+    ``read_sources=False``: the ``init_from`` sources are not read or checked -- for a run
+    whose parameters come from its own checkpoint (loading a finished run, resuming one),
+    which must not depend on a source run or weight file still being there."""
     registry = registry or default_registry()
     config = dict(config)
     check_top_level(config)
@@ -343,7 +348,7 @@ def assemble(config: Mapping[str, Any], registry: Registry | None = None) -> Ass
                               f"{tuple(label.shape)}, {label.dtype})", key=e.key, hint=e.hint) from None
 
     for part in [*encoders.values(), *([fusion] if fusion else []), head]:
-        if part.training.init_from is not None:  # the source fits, checked before any compute
+        if read_sources and part.training.init_from is not None:  # it fits, before any compute
             transfer.check_fits(part.training.init_from, part.key, _abstract(part, part.spec.kind),
                                 part.owner)
     groups = {_param_prefix(p.key): (p.training.trainable, p.training.lr_scale)

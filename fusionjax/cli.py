@@ -154,11 +154,11 @@ def _distributed_args(p: argparse.ArgumentParser) -> None:
     d.add_argument("--process-id", type=int, metavar="I")
 
 
-def _assemble(args):
+def _assemble(args, *, read_sources: bool = True):
     from fusionjax.assembly import assemble
     from fusionjax.config import load_config
 
-    return assemble(load_config(args.config, args.overrides))
+    return assemble(load_config(args.config, args.overrides), read_sources=read_sources)
 
 
 def _positive_int(text: str) -> int:
@@ -180,7 +180,8 @@ def _train(args) -> int:
         from fusionjax.parallel import initialize_distributed
 
         initialize_distributed(*explicit)
-    assembly = _assemble(args)
+    # a run resumed from a checkpoint does not read its init_from sources again
+    assembly = _assemble(args, read_sources=not getattr(args, "has_checkpoint", False))
     import jax
 
     main_process = jax.process_index() == 0
@@ -202,6 +203,7 @@ def _resume(args) -> int:
     run = RunDir(args.run_dir)
     config = run.read_config()  # NotARunError where there is no run
     args.config, args.overrides, args.output_dir = str(run.config_file), [], str(run.path)
+    args.has_checkpoint = run.has_checkpoint()
     try:
         return _train(args)
     except ConfigError as e:  # e.g. a plugin the run used is no longer installed

@@ -101,6 +101,12 @@ class RunDir:
     def is_finished(self) -> bool:
         return self.model_dir.is_dir()
 
+    def has_checkpoint(self) -> bool:
+        """Whether training wrote a checkpoint here (a finished step's folder: Orbax names
+        one being written otherwise)."""
+        return self.checkpoints_dir.is_dir() and any(
+            p.name.isdigit() for p in self.checkpoints_dir.iterdir())
+
     # -- creating and resuming ---------------------------------------------------------
 
     def open_for_training(self, resolved: Mapping[str, Any], *, write: bool,
@@ -207,7 +213,7 @@ class RunDir:
 
         config = self.read_config()
         try:
-            assembly = assemble(config)
+            assembly = assemble(config, read_sources=False)  # its parameters are its own
         except ConfigError as e:
             raise ConfigError(f"{e}{self.plugin_hint(e, config)}") from None
         self.check_plugins(assembly)

@@ -62,7 +62,7 @@ def test_every_mismatch_is_a_config_error_at_its_key(source, tmp_path):
     ]
     wide = _from(cfg, run)
     wide["model"]["head"]["hidden"] = [7]
-    cases.append((wide, "model.head.init_from", "has shape (32,) in"))
+    cases.append((wide, "model.head.init_from", "has shape (7,), but the run"))
     for config, key, message in cases:
         with pytest.raises(ConfigError) as e:
             assemble(config)

@@ -60,7 +60,10 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
     run.open_for_training(assembly.resolved_config(), write=writer, facts=_run_facts(mesh),
                           dataset=assembly.dataset)
 
-    model = assembly.build()
+    checkpoints = Checkpoints(run.checkpoints_dir, keep=cfg.keep_checkpoints)
+    latest = checkpoints.latest_step()
+    # a resumed run's parameters come from its checkpoint: its init_from sources are not read
+    model = assembly.build(init_from=latest is None)
     head_finalize = type(model.head).finalize_metrics
     steps = make_steps(model, assembly.optimizer, mesh, cfg)
     del model  # its arrays now live in `steps.init`
@@ -71,9 +74,8 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
                         steps.init)
     val_split = cfg.validation_split or cfg.eval_split
     tracker = _tracker(assembly, steps)
-    checkpoints = Checkpoints(run.checkpoints_dir, keep=cfg.keep_checkpoints)
     state, start, keep_lines = steps.init, 0, 0
-    if (latest := checkpoints.latest_step()) is not None:
+    if latest is not None:
         state, meta = checkpoints.restore(latest, like)
         start, keep_lines = meta["batches"], meta["metrics_lines"]
         tracker = Tracker(**meta["tracker"]) if tracker else None

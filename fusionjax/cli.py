@@ -122,6 +122,10 @@ def _parser() -> argparse.ArgumentParser:
     check = c.add_parser("check", help="validate a config and print the assembled model")
     _config_args(check)
     check.add_argument("--json", action="store_true", help="print the resolved config as JSON")
+    check.add_argument("--params", action="store_true",
+                       help="list every component's parameters (name, shape), the PyTorch tensors "
+                            "each is made from where the component declares a layout, and the "
+                            "init_from sources: what a weight file must hold")
     check.set_defaults(func=_config_check)
 
     pl = sub.add_parser("plugins", help="installed plugins").add_subparsers(
@@ -330,6 +334,10 @@ def _config_check(args) -> int:
     assembly = _assemble(args)
     if args.json:
         print(json.dumps(assembly.resolved_config(), indent=2), file=args.stdout)
+    elif args.params:
+        from fusionjax.transfer import parameter_listing
+
+        print("\n".join(parameter_listing(assembly)), file=args.stdout)
     else:
         _print_summary(args.config, assembly)
     return 0

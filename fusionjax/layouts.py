@@ -81,8 +81,9 @@ def flattened_linear_kernel(source: str, map_shape: Sequence[int]) -> FromTorch:
         w = np.moveaxis(w, 1, -1)                          # -> [out, *spatial, C]
         return w.reshape(out, -1).T                        # -> [(*spatial, C), out]
 
-    return FromTorch((source,), convert, f"linear after a flatten of {tuple(map_shape)} "
-                                         f"(torch's [C, *spatial] rows -> [*spatial, C], transposed)")
+    dims = ", ".join(map(str, spatial))
+    return FromTorch((source,), convert, f"linear after a flatten: rows [C={channels}, {dims}] -> "
+                                         f"[{dims}, C], transposed")
 
 
 def reorder_gates(a: np.ndarray, have: str, want: str, axis: int = 0) -> np.ndarray:

@@ -244,14 +244,14 @@ class InitFrom:
         rules = declare()
         needed = sorted({s for rule in rules.values() for s in rule.sources} - set(source))
         if needed:
-            raise ConfigError(f"{owner}'s PyTorch layout needs {_listing(needed)}, which "
+            raise ConfigError(f"the PyTorch layout of {owner} needs {_listing(needed)}, which "
                               f"{self.describe('')} lacks", key=where,
                               hint=f"the file's tensors (after prefix): {_listing(source)}; "
                                    f"map names with rename, choose the component's with prefix")
         unused = sorted(set(source) - {s for rule in rules.values() for s in rule.sources})
         if unused:
-            raise ConfigError(f"{self.describe('')} has {_listing(unused, source)}, which {owner}'s "
-                              f"PyTorch layout does not use", key=where,
+            raise ConfigError(f"{self.describe('')} has {_listing(unused, source)}, which the PyTorch "
+                              f"layout of {owner} does not use", key=where,
                               hint='leave them out with ignore = ["pattern*"] or choose with prefix')
         out = {}
         for name, rule in rules.items():
@@ -277,6 +277,31 @@ def apply(init: InitFrom, target_key: str, module: Any, owner: str) -> None:
 
     arrays = init.arrays(target_key, module, owner)
     nnx.update(module, fill(nnx.state(module, nnx.Param), arrays))
+
+
+def parameter_listing(assembly: Any) -> list[str]:
+    """``config check --params``: each component's parameters, the PyTorch tensors its
+    declared layout makes them from, and its ``init_from`` source."""
+    model = assembly.abstract_model()
+    modules = [model.encoders[m] for m in assembly.encoders]
+    modules += [model.fusion] if assembly.fusion is not None else []
+    lines = []
+    for part, module in zip(assembly.parts, [*modules, model.head]):
+        init = part.training.init_from
+        lines.append(f"{part.key}  ({part.spec.qualified_name})"
+                     + (f"  init_from: {init.describe(part.key)}" if init else ""))
+        declare = getattr(module, "torch_layout", None)
+        rules = declare() if declare is not None else {}
+        params = _flat_params(module)
+        width = max((len(n) for n in params), default=0)
+        for name, value in sorted(params.items()):
+            rule = rules.get(name)
+            torch = f"  <- {', '.join(rule.sources)} ({rule.what})" if rule else ""
+            shape = "x".join(map(str, value.shape)) or "scalar"
+            lines.append(f"  {name:<{width}}  {shape:<12} {value.dtype}{torch}")
+        if not params:
+            lines.append("  (no parameters)")
+    return lines
 
 
 def _listing(names, shapes: Mapping[str, Any] | None = None) -> str:

@@ -306,8 +306,12 @@ def load_run(path: str | Path, *, assembly: Assembly | None = None) -> Run:
     import jax
     from flax import nnx
 
+    from fusionjax import tuning
+
     run_dir = RunDir(path)
     assembly = assembly or run_dir.assemble()
+    # the formulations the run was trained with (fusionjax.tuning): the same values here
+    tuning.use((_quiet(run_dir.read_facts) or {}).get("formulations") or {})
     # the model's structure from abstract initialisation, its arrays from the checkpoint:
     # nothing is initialised only to be overwritten (random init is most of a cold load)
     graphdef, params, rest = nnx.split(assembly.abstract_model(), nnx.Param, ...)

@@ -93,14 +93,28 @@ def test_avg_pool_matches_reduce_window():
     ((2, 8, 8, 5), 2, 3),      # even kernel: XLA pads one more at the end
 ])
 def test_conv_gradients_match_xla(shape, kernel, out):
+    """Every formulation the tuner may choose, for the forward pass, the input gradient and
+    the weight gradient, gives plain JAX's values and gradients."""
+    from fusionjax import tuning
+
     rng = np.random.default_rng(2)
     x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
     w = jnp.asarray(rng.standard_normal((kernel, kernel, shape[-1], out)), jnp.float32)
     b = jnp.asarray(rng.standard_normal(out), jnp.float32)
-    assert_same(*both_ways(lambda x, w, b: jnp.sum(jnp.tanh(conv.conv2d_same(x, w, b))), x, w, b,
-                           name="conv"))
-    assert_same(*both_ways(lambda x, w: jnp.sum(jnp.tanh(conv.conv2d_same(x, w))), x, w,
-                           name="conv"))
+    ops = (conv.FORWARD, conv.INPUT_GRADIENT, conv.WEIGHT_GRADIENT)
+    for choice in zip(*(list(op.candidates) for op in ops)):  # each candidate of each op once
+        with tuning.recording() as found:
+            jax.eval_shape(jax.grad(lambda x, w, b: jnp.sum(conv.conv2d_same(x, w, b)), (0, 1, 2)),
+                           x, w, b)
+        assert {k.split(" ")[0] for k in found} == {op.name for op in ops}
+        tuning.use({k: dict(zip([op.name for op in ops], choice))[k.split(" ")[0]] for k in found})
+        try:
+            assert_same(*both_ways(lambda x, w, b: jnp.sum(jnp.tanh(conv.conv2d_same(x, w, b))),
+                                   x, w, b, name="conv"))
+            assert_same(*both_ways(lambda x, w: jnp.sum(jnp.tanh(conv.conv2d_same(x, w))), x, w,
+                                   name="conv"))
+        finally:
+            tuning.use({})
 
 
 @pytest.mark.parametrize("bidirectional,layers", [(False, 1), (True, 2)])

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fusionjax import tuning
 from fusionjax.assembly import Assembly
 from fusionjax.data.prefetch import Prefetcher
 from fusionjax.errors import ConfigError, TrainingError, did_you_mean
@@ -57,8 +58,15 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
     # In a multi-process run every process computes; only process 0 writes.
     writer = jax.process_index() == 0
     run = RunDir(run_dir)
-    run.open_for_training(assembly.resolved_config(), write=writer, facts=_run_facts(mesh),
-                          dataset=assembly.dataset)
+    resuming = run.open_for_training(assembly.resolved_config(), write=writer, facts=_run_facts(mesh),
+                                     dataset=assembly.dataset)
+    # the formulation of each op the step meets: the run's own (recorded) when resuming
+    if resuming:
+        tuning.use(run.read_facts().get("formulations") or {})
+    else:
+        tuning.use(_formulations(assembly, mesh, eval_batch, log))
+        if writer:
+            run.add_facts({"formulations": tuning.active()})
 
     checkpoints = Checkpoints(run.checkpoints_dir, keep=cfg.keep_checkpoints)
     latest = checkpoints.latest_step()
@@ -244,6 +252,20 @@ def _epochs(assembly: Assembly, batch_size: int, seed: int, start: int = 0) -> I
 
 def _fmt(metrics: dict[str, float]) -> str:
     return " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+
+
+def _formulations(assembly: Assembly, mesh, eval_batch: int, log: Callable[[str], None]) -> dict:
+    """The fastest formulation of every op with more than one that the train and eval
+    steps meet, on this machine (:mod:`fusionjax.tuning`; process 0's in every process)."""
+    if not tuning.enabled():
+        return {}
+    probe = make_steps(assembly.abstract_model(), assembly.optimizer, mesh, assembly.train)
+    with tuning.recording() as found:  # an abstract trace of each step: nothing runs
+        jax.eval_shape(probe.train, probe.init, assembly.example_batch(assembly.train.batch_size))
+        batch = assembly.example_batch(eval_batch)
+        jax.eval_shape(probe.eval, probe.init, batch, jax.ShapeDtypeStruct((eval_batch,), jnp.float32))
+    table = tuning.tune(found, log=log) if jax.process_index() == 0 else {}
+    return tuning.agreed(table)
 
 
 def _run_facts(mesh) -> dict:

@@ -1,18 +1,23 @@
-"""2-D 'same' convolution, stride 1, ``NHWC x HWIO``, whose weight gradient is a matmul.
+"""2-D 'same' convolution, stride 1, ``NHWC x HWIO``, each of its three computations in
+the formulation that is fastest on the machine (:mod:`fusionjax.tuning`).
 
-Why: XLA:CPU computes a convolution's weight gradient as a convolution that
-contracts over batch and space, which on the benchmark machine ran at about half
-the speed of the forward convolution (audio conv 2 of workload ``small``: 21.6 ms
-against 10.9 ms).  Written as matmuls over shifted copies of the input it takes
-14.6 ms.  The forward pass and the input gradient stay XLA's own convolutions.
+A convolution's forward pass, input gradient and weight gradient each have two
+formulations with the same values:
 
-Two layouts of the same sum ``dW[i, j, c, o] = sum_{b,h,w} x_pad[b, h+i, w+j, c] dy[b, h, w, o]``:
+- ``xla``: XLA's convolution (for the weight gradient: the weight-gradient convolution
+  that differentiating ``lax.conv_general_dilated`` gives);
+- ``shifts`` (forward, input gradient) / ``matmul`` (weight gradient): matmuls over
+  shifted copies of the (padded) input.  With few input channels (``kh * kw * C <= 64``,
+  e.g. the first conv on a one-channel image or spectrogram) one matmul over the full
+  patch matrix ``[B*H*W, kh*kw*C]``; with more, the patch matrix would be ``kh * kw``
+  times the input, so only the ``kw`` column shifts are stacked (``[B, H+kh-1, W, kw*C]``)
+  and each of the ``kh`` row offsets is one matmul over a slice of it.
 
-- few input channels (``kh * kw * C <= 64``, e.g. the first conv on a one-channel
-  image or spectrogram): one matmul over the full patch matrix ``[B*H*W, kh*kw*C]``;
-- more channels: the patch matrix would be ``kh * kw`` times the input, so only the
-  ``kw`` column shifts are stacked (``[B, H+kh-1, W, kw*C]``) and each of the ``kh``
-  row offsets is one matmul over a slice of it.
+Which is faster depends on the CPU: on the AVX-512 benchmark machine XLA's weight
+gradient of audio conv 2 of workload ``small`` took 21.6 ms against 14.6 ms as matmuls
+and 10.9 ms for the forward convolution; on an AVX2-only machine XLA's convolutions ran
+at 40% of its matmul rate.  So each is chosen per shape by timing on the machine at the
+first compile (the defaults, where nothing was tuned: ``xla``, ``xla``, ``matmul``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from fusionjax import fast_paths
+from fusionjax import fast_paths, tuning
 from fusionjax_plugins.kernels import CONV
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
@@ -67,28 +72,72 @@ def weight_gradient(x: jax.Array, dy: jax.Array, kh: int, kw: int, *, bias: bool
     return jnp.concatenate(rows).reshape(kh, kw, c, o), d_bias
 
 
+def shifts(x: jax.Array, w: jax.Array, padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+    """``x [B, H, W, C]`` zero-padded by ``padding`` (rows, columns) and correlated with
+    ``w [kh, kw, C, O]`` ('valid', stride 1), as matmuls over shifted copies."""
+    kh, kw, c, o = w.shape
+    xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+    b, oh, ow = x.shape[0], xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+    if kh * kw * c <= _FULL_PATCHES_MAX:
+        patches = jnp.concatenate([xp[:, i:i + oh, j:j + ow] for i in range(kh) for j in range(kw)], axis=-1)
+        y = patches.reshape(b * oh * ow, -1) @ w.reshape(kh * kw * c, o)
+    else:
+        cols = jnp.concatenate([xp[:, :, j:j + ow] for j in range(kw)], axis=-1)  # [B, H+kh-1, ow, kw*C]
+        y = sum(cols[:, i:i + oh].reshape(b * oh * ow, kw * c) @ w[i].reshape(kw * c, o) for i in range(kh))
+    return y.reshape(b, oh, ow, o).astype(x.dtype)
+
+
+def _same_padding(kh: int, kw: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    return ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2)
+
+
+def _flipped(w: jax.Array) -> tuple[jax.Array, tuple[tuple[int, int], tuple[int, int]]]:
+    """The kernel and padding of the input gradient: ``dy`` correlated with the flipped
+    kernel, its input and output channels swapped, padded on the other side."""
+    kh, kw = w.shape[:2]
+    return jnp.flip(w, (0, 1)).swapaxes(2, 3), ((kh // 2, (kh - 1) // 2), (kw // 2, (kw - 1) // 2))
+
+
+def input_gradient(dy: jax.Array, w: jax.Array) -> jax.Array:
+    """``dx`` of a stride-1 'SAME' conv (XLA's convolution)."""
+    flipped, padding = _flipped(w)
+    return lax.conv_general_dilated(dy, flipped, (1, 1), padding, dimension_numbers=_DIMS)
+
+
+def _input_gradient_shifts(dy: jax.Array, w: jax.Array) -> jax.Array:
+    return shifts(dy, *_flipped(w))
+
+
+def _weight_gradient_xla(x: jax.Array, dy: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array]:
+    _, pullback = jax.vjp(lambda w: _plain(x, w), w)
+    return pullback(dy)[0].astype(jnp.float32), dy.sum((0, 1, 2), dtype=jnp.float32)
+
+
+def _weight_gradient_matmul(x: jax.Array, dy: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return weight_gradient(x, dy, w.shape[0], w.shape[1], bias=True)
+
+
+FORWARD = tuning.declare("conv2d.forward", {
+    "xla": _plain, "shifts": lambda x, w: shifts(x, w, _same_padding(*w.shape[:2]))}, default="xla")
+INPUT_GRADIENT = tuning.declare("conv2d.input_gradient", {
+    "xla": input_gradient, "shifts": _input_gradient_shifts}, default="xla")
+WEIGHT_GRADIENT = tuning.declare("conv2d.weight_gradient", {
+    "xla": _weight_gradient_xla, "matmul": _weight_gradient_matmul}, default="matmul")
+
+
 @jax.custom_vjp
 def _conv(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
-    return _plain(x, w) + b
+    return tuning.pick(FORWARD, x, w)(x, w) + b
 
 
 def _conv_fwd(x, w, b):
     return _conv(x, w, b), (x, w)
 
 
-def input_gradient(dy: jax.Array, w: jax.Array) -> jax.Array:
-    """``dx`` of a stride-1 'SAME' conv: ``dy`` convolved with the flipped kernel, its
-    input and output channels swapped, padded on the other side."""
-    kh, kw = w.shape[:2]
-    flipped = jnp.flip(w, (0, 1)).swapaxes(2, 3)
-    padding = ((kh // 2, (kh - 1) // 2), (kw // 2, (kw - 1) // 2))
-    return lax.conv_general_dilated(dy, flipped, (1, 1), padding, dimension_numbers=_DIMS)
-
-
 def _conv_bwd(residuals, dy):
     x, w = residuals
-    dx = input_gradient(dy, w)  # XLA drops it where x needs no gradient (a first layer)
-    d_w, d_b = weight_gradient(x, dy, w.shape[0], w.shape[1], bias=True)
+    dx = tuning.pick(INPUT_GRADIENT, dy, w)(dy, w)  # XLA drops it where x needs no gradient
+    d_w, d_b = tuning.pick(WEIGHT_GRADIENT, x, dy, w)(x, dy, w)
     return dx, d_w.astype(w.dtype), d_b.astype(w.dtype)
 
 

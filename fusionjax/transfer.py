@@ -158,6 +158,17 @@ class InitFrom:
                               f"{self.prefix!r}", key=f"{where}.prefix",
                               hint=f"its tensors: {_listing(found)}")
         chosen = {k: v for k, v in chosen.items() if not any(fnmatch.fnmatchcase(k, p) for p in self.ignore)}
+        # a tensor that is no parameter (an int64 step counter, a float64 statistic) is
+        # refused only if it is still chosen: ignore = ["*.num_batches_tracked"] leaves it out
+        bad = sorted(k for k, v in chosen.items() if isinstance(v, _NotAFloat))
+        if bad:
+            dtype = chosen[bad[0]].dtype
+            raise ConfigError(
+                f"{self.describe(target_key)}: tensor {bad[0]!r} is {dtype} ({len(bad)} of {len(chosen)} "
+                f"chosen tensors are not {', '.join(_FILE_DTYPES)}); parameters are floats of 32 bits or "
+                f"fewer{' and a 64-bit float would lose precision' if dtype in ('F64', 'float64') else ''}",
+                key=where, hint="convert those tensors to float32, or leave them out with "
+                                'ignore = ["pattern*"] if the component does not need them')
         for old, new in self.rename:
             if old not in chosen:
                 raise ConfigError(f"renames {old!r}, which {self.describe(target_key)} does not have "
@@ -348,14 +359,8 @@ def _cached_safetensors(stamp: tuple[str, int, int]) -> dict[str, np.ndarray] | 
     try:
         with safe_open(path, framework="numpy") as f:
             dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}
-            bad = {k: d for k, d in dtypes.items() if d not in _FILE_DTYPES}
-            if bad:
-                name, dtype = sorted(bad.items())[0]
-                return (f"tensor {name!r} is {dtype} ({len(bad)} of {len(dtypes)} tensors are not "
-                        f"{', '.join(_FILE_DTYPES)}); parameters are floats, and "
-                        f"{'a 64-bit float would lose precision' if dtype == 'F64' else 'this is not one'}"
-                        f" -- convert the file's tensors to float32")
-            arrays = {k: f.get_tensor(k) for k, d in dtypes.items() if d != "BF16"}
+            arrays: dict[str, Any] = {k: _NotAFloat(d) for k, d in dtypes.items() if d not in _FILE_DTYPES}
+            arrays |= {k: f.get_tensor(k) for k, d in dtypes.items() if d in _FILE_DTYPES and d != "BF16"}
         if "BF16" in dtypes.values():  # numpy has no bfloat16; the flax reader gives it
             with safe_open(path, framework="flax") as f:
                 arrays |= {k: np.asarray(f.get_tensor(k)) for k, d in dtypes.items() if d == "BF16"}
@@ -385,8 +390,12 @@ def _cached_orbax(stamp: tuple[str, int, int]) -> dict[str, np.ndarray] | str:
     arrays = {k: np.asarray(v) for k, v in flatten(found).items()} if isinstance(found, dict) else {}
     if not arrays:
         return "it holds no arrays"
-    bad = sorted(k for k, v in arrays.items() if v.dtype.name not in _FILE_DTYPES.values())
-    if bad:
-        return (f"tensor {bad[0]!r} is {arrays[bad[0]].dtype}; parameters are floats of 32 bits or "
-                f"fewer -- save them as float32")
-    return arrays
+    return {k: v if v.dtype.name in _FILE_DTYPES.values() else _NotAFloat(v.dtype.name)
+            for k, v in arrays.items()}
+
+
+@dataclass(frozen=True)
+class _NotAFloat:
+    """A source tensor whose dtype no parameter takes (its values are never read)."""
+
+    dtype: str

@@ -98,11 +98,13 @@ def test_weight_files_orbax_and_safetensors_load_the_same_parameters(source, tmp
         ckpt.save(tmp_path / "ckpt", {"params": {"backbone": _nest(image)}, "step": np.float32(3)})
     # a safetensors file with other names: prefix, rename and ignore map them
     renamed = {"net." + k.replace("convs/convs/0/kernel", "first_kernel"): v for k, v in image.items()}
-    save_file({**renamed, "net.classifier.weight": np.zeros((3, 2), np.float32)},
+    save_file({**renamed, "net.classifier.weight": np.zeros((3, 2), np.float32),
+               "net.bn.num_batches_tracked": np.zeros((), np.int64)},  # no parameter, left out
               tmp_path / "w.safetensors")
     for init in ({"orbax": str(tmp_path / "ckpt"), "prefix": "params/backbone/"},
                  {"safetensors": str(tmp_path / "w.safetensors"), "prefix": "net.",
-                  "rename": {"first_kernel": "convs/convs/0/kernel"}, "ignore": ["classifier.*"]}):
+                  "rename": {"first_kernel": "convs/convs/0/kernel"},
+                  "ignore": ["classifier.*", "*.num_batches_tracked"]}):
         config = copy.deepcopy(cfg)
         config["model"]["encoders"]["image"]["init_from"] = init
         config["train"]["seed"] = 7

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from fusionjax import layouts
 from fusionjax.errors import ConfigError
 from fusionjax.interfaces import Encoder, FieldSpec, TokenSequence
 from fusionjax_plugins.layers.conv import ConvStack, Pool
@@ -31,6 +32,14 @@ class CNNImageEncoder(Encoder):
     ``flatten`` (``H'``, ``W'`` after pooling) or ``channels[-1]`` for ``avg``/``max``.
     Token sequence (for token-based fusions): one token per position of the final feature
     map, width ``channels[-1]``.
+
+    PyTorch layout (``init_from = {safetensors = "FILE", layout = "pytorch"}``): a module
+    with ``convs`` = ``nn.ModuleList`` of ``nn.Conv2d(in, out, k, padding="same")`` (state
+    dict ``convs.{i}.weight``/``.bias``; each followed by ReLU and, for the first
+    ``pool_layers``, ``nn.MaxPool2d``/``nn.AvgPool2d(pool_size)``, which hold nothing) on
+    NCHW images, and ``dense`` = ``nn.Linear`` (``dense.weight``/``.bias``, then ReLU)
+    reading ``torch.flatten(f, 1)`` of the ``[C, H', W']`` map for ``flatten`` (its input
+    rows are reordered to Flax's ``[H', W', C]``) or ``f.mean((2, 3))``/``f.amax((2, 3))``.
 
     Parameters:
         input_shape: The modality's per-example shape; must have 2 or 3 dimensions.
@@ -87,10 +96,21 @@ class CNNImageEncoder(Encoder):
                               f"to nothing", key="pool_layers",
                               hint="use fewer pool_layers or a smaller pool_size")
         self.readout = readout
+        self.map_hw = (oh, ow)  # the final feature map's size (the PyTorch layout's flatten)
         flat = oh * ow * channels[-1] if readout == "flatten" else channels[-1]
         self.dense = nnx.Linear(flat, dense, rngs=rngs) if dense > 0 else None
         self.out_features = dense if dense > 0 else flat
         self.token_features = channels[-1]
+
+    def torch_layout(self) -> dict[str, layouts.FromTorch]:
+        """The parameters from a PyTorch state dict (the class docstring's module)."""
+        rules = self.convs.torch_layout("convs", "convs")
+        if self.dense is not None:
+            channels = self.convs.convs[-1].kernel.shape[-1]
+            kernel = (layouts.flattened_linear_kernel("dense.weight", (*self.map_hw, channels))
+                      if self.readout == "flatten" else layouts.linear_kernel("dense.weight"))
+            rules |= {"dense/kernel": kernel, "dense/bias": layouts.same("dense.bias")}
+        return rules
 
     def _feature_map(self, x: jax.Array) -> jax.Array:
         if x.ndim == 3:

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from fusionjax import layouts
 from fusionjax.errors import ConfigError
 from fusionjax.interfaces import Encoder, FieldSpec, TokenSequence
 from fusionjax_plugins.kernels.lstm import lstm_recurrence
@@ -50,6 +51,16 @@ class LSTMTextEncoder(Encoder):
     Input: int token ids ``[T]``, 0 = padding.  Output width:
     ``hidden * (2 if bidirectional else 1)``.
 
+    PyTorch layout (``init_from = {safetensors = "FILE", layout = "pytorch"}``): a module
+    with ``embed`` = ``nn.Embedding(vocab_size, embed_dim)`` (``embed.weight``; a
+    ``padding_idx=0`` changes nothing, padding is skipped) and ``lstm`` =
+    ``nn.LSTM(embed_dim, hidden, num_layers=layers, bidirectional=bidirectional,
+    batch_first=True)`` (``lstm.weight_ih_l{k}``, ``lstm.weight_hh_l{k}``, ``lstm.bias_ih_l{k}``,
+    ``lstm.bias_hh_l{k}``, and ``..._l{k}_reverse`` for the backward direction; the two
+    biases are summed), run on ``pack_padded_sequence`` of the rows (padding at the end);
+    the embedding is the last layer's ``h_n`` (forward, then backward).  PyTorch's gate
+    order is this LSTM's: input, forget, cell, output.
+
     Parameters:
         input_shape: Must be 1-D (``[T]``).
         vocab_size: Size of the embedding table (token ids ``0..vocab_size-1``). Required;
@@ -89,6 +100,18 @@ class LSTMTextEncoder(Encoder):
             width = hidden * directions
         self.layers = nnx.List(stack)
         self.out_features = self.token_features = width
+
+    def torch_layout(self) -> dict[str, layouts.FromTorch]:
+        """The parameters from a PyTorch state dict (the class docstring's module)."""
+        rules = {"embed/embedding": layouts.same("embed.weight")}
+        for k, directions in enumerate(self.layers):
+            for d in range(len(directions)):
+                at, tail = f"layers/{k}/{d}", f"l{k}" + ("_reverse" if d else "")
+                rules |= layouts.torch_lstm(
+                    f"{at}/inp/kernel", f"{at}/rec/kernel", f"{at}/inp/bias",
+                    f"lstm.weight_ih_{tail}", f"lstm.weight_hh_{tail}", f"lstm.bias_ih_{tail}",
+                    f"lstm.bias_hh_{tail}", gates="ifgo")  # LSTMLayer's order: input, forget, cell, output
+        return rules
 
     def _run(self, ids: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         valid = ids != 0

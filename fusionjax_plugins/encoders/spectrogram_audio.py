@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from fusionjax import layouts
 from fusionjax.errors import ConfigError
 from fusionjax.interfaces import Encoder, FieldSpec, TokenSequence
 from fusionjax_plugins.layers import spectrogram as frontend
@@ -44,6 +45,16 @@ class SpectrogramAudioEncoder(Encoder):
     ``11 x 10 x 32 = 3520`` features into its dense layer.  Token sequence: one token per
     spectrogram frame after the conv stack, holding every mel band's channels: width
     ``M' * channels[-1]`` (``10 x 32 = 320`` in ``examples/avdigits.toml``).
+
+    PyTorch layout (``init_from = {safetensors = "FILE", layout = "pytorch"}``): the front
+    end has no parameters; the module reads the log-mel spectrogram as a one-channel NCHW
+    image ``[B, 1, frames, n_mels]``, with ``convs`` = ``nn.ModuleList`` of
+    ``nn.Conv2d(in, out, k, padding="same")`` (``convs.{i}.weight``/``.bias``; ReLU and
+    pooling as in ``cnn_image``) and ``dense`` = ``nn.Linear`` (``dense.weight``/``.bias``,
+    then ReLU) reading the ``[C, T', M']`` map ``f`` as ``f.mean((2, 3))``/``f.amax((2, 3))``
+    (``avg``/``max``), ``torch.flatten(f.mean(2), 1)`` (``time_avg``, ``[C, M']``) or
+    ``torch.flatten(f, 1)`` (``flatten``); the last two's input rows are reordered to Flax's
+    channel-last flatten.
 
     Parameters:
         input_shape: Must be 1-D (``[samples]``).
@@ -130,6 +141,7 @@ class SpectrogramAudioEncoder(Encoder):
                               "to nothing", key="pool_layers")
         self.readout = readout
         out_t, out_f = self.convs.output_hw(frames, n_mels)
+        self.map_hw = (out_t, out_f)  # the final feature map's size (the PyTorch layout's flatten)
         width = {"avg": 1, "max": 1, "time_avg": out_f, "flatten": out_t * out_f}[readout]
         width *= channels[-1]
         self.dense = nnx.Linear(width, dense, rngs=rngs) if dense > 0 else None
@@ -137,6 +149,17 @@ class SpectrogramAudioEncoder(Encoder):
         # one token per (pooled) time step, holding every mel band's channels: averaging
         # over frequency would throw away the spectral shape speech is recognised by
         self.token_features = out_f * channels[-1]
+
+    def torch_layout(self) -> dict[str, layouts.FromTorch]:
+        """The parameters from a PyTorch state dict (the class docstring's module)."""
+        rules = self.convs.torch_layout("convs", "convs")
+        if self.dense is not None:
+            channels = self.convs.convs[-1].kernel.shape[-1]
+            map_shape = {"flatten": (*self.map_hw, channels), "time_avg": (self.map_hw[1], channels)}
+            kernel = (layouts.flattened_linear_kernel("dense.weight", map_shape[self.readout])
+                      if self.readout in map_shape else layouts.linear_kernel("dense.weight"))
+            rules |= {"dense/kernel": kernel, "dense/bias": layouts.same("dense.bias")}
+        return rules
 
     def spectrogram(self, audio: jax.Array) -> jax.Array:
         """``[B, samples]`` -> log-mel ``[B, frames, n_mels]`` (computed in float32)."""

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from fusionjax import layouts
 from fusionjax.errors import ConfigError
 from fusionjax_plugins.kernels.conv import conv2d_same
 from fusionjax_plugins.kernels.pooling import avg_pool, max_pool
@@ -45,6 +46,14 @@ class ConvStack(nnx.Module):
             for _ in range(self.pool_layers):
                 h, w = h // self.pool_size, w // self.pool_size
         return h, w
+
+    def torch_layout(self, at: str, module: str) -> dict[str, layouts.FromTorch]:
+        """The stack's parameters (under the name ``at``) from ``nn.Conv2d`` layers at the
+        state-dict names ``{module}.{i}`` (an ``nn.ModuleList`` of the convolutions, ``padding
+        ='same'``; ReLU and pooling have no parameters)."""
+        return {name: rule for i in range(len(self.convs))
+                for name, rule in layouts.torch_conv(f"{at}/convs/{i}/kernel", f"{at}/convs/{i}/bias",
+                                                     f"{module}.{i}").items()}
 
     def __call__(self, x: jax.Array) -> jax.Array:
         for i, conv in enumerate(self.convs):

@@ -56,7 +56,9 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from workload_data import PEER_PARAMS, assemble_workload  # noqa: E402
 
+from fusionjax import tuning  # noqa: E402
 from fusionjax.parallel import data_mesh, shard_batch  # noqa: E402
+from fusionjax.training.loop import choose_formulations  # noqa: E402
 from fusionjax.training.step import make_steps  # noqa: E402
 
 STRICT = args.device == "gpu" and not args.tf32
@@ -72,6 +74,10 @@ def main():
     # the same network as the peers (their README gives the counts)
     assert params == PEER_PARAMS[args.workload], (params, PEER_PARAMS[args.workload])
     mesh = data_mesh(jax.devices()[:1])
+    # the formulations a training run would choose on this machine (timed now, or cached)
+    t0 = time.perf_counter()
+    tuning.use(choose_formulations(assembly, mesh, log=lambda s: print(s, file=sys.stderr)))
+    tuning_s = time.perf_counter() - t0
     steps = make_steps(assembly.build(), assembly.optimizer, mesh, assembly.train)
     raw = harness.make_inputs(args.cfg, args.batch, args.seed)
     batch = shard_batch({"image": raw["image"], "text": raw["tokens"], "audio": raw["audio"],
@@ -91,12 +97,14 @@ def main():
     setting = os.environ.get("FUSIONJAX_FAST_PATHS", "all")
     impl = "fusionjax" if setting == "all" else \
         "fusionjax-plain" if setting == "none" else f"fusionjax[{setting}]"
+    if setting != "none" and not tuning.enabled():
+        impl += "-untuned"  # FUSIONJAX_TUNING=off: every op at its default formulation
     res = harness.time_training(step, jax.block_until_ready, args, impl,
                                 {"jax": jax.__version__, "fusionjax": _version()}, dtype=dtype)
     assert np.isfinite(float(state.step))
     res.update(params=params, precision=args.precision,
                matmul_precision="highest" if STRICT else "default",
-               fast_paths=setting)
+               fast_paths=setting, formulations=tuning.active(), tuning_s=round(tuning_s, 2))
     if not args.no_flops:
         res.update(step_flops(steps, abstract_state, state, batch))
     harness.emit(res, args)

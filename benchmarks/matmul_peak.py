@@ -1,7 +1,10 @@
-"""The chip's measured dense bfloat16 matmul rate: the denominator of MFU.
+"""The chip's measured dense matmul rate (bfloat16, or ``--dtype float32``): the
+denominator of MFU, and of the fraction of the machine a CPU run reaches
+(``run_small.sh`` measures float32 on the machine it runs on, and bfloat16 where the
+CPU has native bfloat16 instructions).
 
-A chain of ``iters`` dependent ``[n, n] @ [n, n]`` products of random bfloat16
-matrices (``x <- x @ b``, float32 accumulation, bfloat16 result; ``b`` scaled by
+A chain of ``iters`` dependent ``[n, n] @ [n, n]`` products of random matrices
+(``x <- x @ b``, float32 accumulation, a result of the same dtype; ``b`` scaled by
 ``1 / sqrt(n)`` so that ``x`` stays of unit size) in one jitted ``fori_loop``,
 synchronised once per repeat: no dispatch gaps, and no product can overlap or be
 elided.  The rate is ``2 n^3 iters / time``.  Prints one
@@ -9,7 +12,7 @@ JSON line (also written to ``--json``): ``tflops`` is the median over repeats,
 ``tflops_max`` the best.
 
     python benchmarks/matmul_peak.py --device gpu               # n = 8192
-    python benchmarks/matmul_peak.py --device cpu --n 1024      # a smoke test
+    python benchmarks/matmul_peak.py --device cpu --n 2048 --iters 10 --dtype float32
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=["cpu", "gpu"], default="gpu")
     p.add_argument("--n", type=int, default=8192)
+    p.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
     p.add_argument("--iters", type=int, default=50, help="products per repeat (one chain)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=3)
@@ -42,11 +46,12 @@ def main():
     import jax.numpy as jnp
 
     ka, kb = jax.random.split(jax.random.key(0))
-    a = jax.random.normal(ka, (args.n, args.n), jnp.bfloat16)
-    b = (jax.random.normal(kb, (args.n, args.n), jnp.float32) / args.n ** 0.5).astype(jnp.bfloat16)
+    dtype = jnp.dtype(args.dtype)
+    a = jax.random.normal(ka, (args.n, args.n), dtype)
+    b = (jax.random.normal(kb, (args.n, args.n), jnp.float32) / args.n ** 0.5).astype(dtype)
 
     def product(_, x):
-        return jnp.matmul(x, b, preferred_element_type=jnp.float32).astype(jnp.bfloat16)
+        return jnp.matmul(x, b, preferred_element_type=jnp.float32).astype(dtype)
 
     chain = jax.jit(lambda x: jax.lax.fori_loop(0, args.iters, product, x))
     for _ in range(args.warmup):
@@ -59,7 +64,8 @@ def main():
         rates.append(2 * args.n ** 3 * args.iters / (time.perf_counter() - t) / 1e12)
     assert bool(jnp.isfinite(out).all()), "the product chain overflowed"
     dev = jax.devices()[0]
-    res = {"impl": "matmul-bf16", "device": args.device, "platform": dev.platform,
+    impl = "matmul-bf16" if args.dtype == "bfloat16" else "matmul-f32"
+    res = {"impl": impl, "device": args.device, "platform": dev.platform,
            "device_kind": dev.device_kind, "n": args.n, "iters": args.iters,
            "repeats": args.repeats, "tflops": round(statistics.median(rates), 3),
            "tflops_max": round(max(rates), 3), "tflops_repeats": [round(r, 3) for r in rates],

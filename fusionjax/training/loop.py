@@ -64,7 +64,7 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
     if resuming:
         tuning.use(run.read_facts().get("formulations") or {})
     else:
-        tuning.use(_formulations(assembly, mesh, eval_batch, log))
+        tuning.use(choose_formulations(assembly, mesh, eval_batch, log=log))
         if writer:
             run.add_facts({"formulations": tuning.active()})
 
@@ -254,16 +254,19 @@ def _fmt(metrics: dict[str, float]) -> str:
     return " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
 
 
-def _formulations(assembly: Assembly, mesh, eval_batch: int, log: Callable[[str], None]) -> dict:
-    """The fastest formulation of every op with more than one that the train and eval
-    steps meet, on this machine (:mod:`fusionjax.tuning`; process 0's in every process)."""
+def choose_formulations(assembly: Assembly, mesh, eval_batch: int | None = None, *,
+                        log: Callable[[str], None] = lambda s: None) -> dict[str, str]:
+    """The fastest formulation of every op with more than one that the train step (and,
+    given ``eval_batch``, the eval step) meets, on this machine (:mod:`fusionjax.tuning`;
+    process 0's in every process); ``{}`` with ``FUSIONJAX_TUNING=off``."""
     if not tuning.enabled():
         return {}
     probe = make_steps(assembly.abstract_model(), assembly.optimizer, mesh, assembly.train)
     with tuning.recording() as found:  # an abstract trace of each step: nothing runs
         jax.eval_shape(probe.train, probe.init, assembly.example_batch(assembly.train.batch_size))
-        batch = assembly.example_batch(eval_batch)
-        jax.eval_shape(probe.eval, probe.init, batch, jax.ShapeDtypeStruct((eval_batch,), jnp.float32))
+        batch = assembly.example_batch(eval_batch or 1)
+        if eval_batch and LABEL in batch:
+            jax.eval_shape(probe.eval, probe.init, batch, jax.ShapeDtypeStruct((eval_batch,), jnp.float32))
     table = tuning.tune(found, log=log) if jax.process_index() == 0 else {}
     return tuning.agreed(table)
 

@@ -18,7 +18,15 @@ from fusionjax.errors import ConfigError, DataError, FusionJaxError, RunError, T
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # overrides after an option (`train CONFIG --output-dir X key=value`): argparse stops
+    # taking positionals at the first option, so they are taken here, in their order
+    if extra and isinstance(getattr(args, "overrides", None), list) \
+            and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     # --json output stays valid JSON whatever a plugin prints while it loads or runs:
     # everything else that goes to stdout goes to stderr, the JSON to the real stdout
     args.stdout = sys.stdout

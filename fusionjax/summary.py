@@ -96,7 +96,7 @@ def format_summary(summary: ModelSummary) -> list[str]:
     if summary.train_flops is not None:
         lines.append(f"  train step: {_si(summary.train_flops)}FLOPs per example (the step as it runs: "
                      f"{summary.step}, at batch {summary.batch_size})")
-    frozen = f"; frozen, with none: {', '.join(summary.frozen)}" if summary.frozen else ""
+    frozen = f" (none for the frozen {', '.join(summary.frozen)})" if summary.frozen else ""
     lines.append(f"  optimiser state: {_bytes(summary.optimizer_bytes)}{frozen}")
     if summary.note:
         lines.append(f"  ({summary.note})")

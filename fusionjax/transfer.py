@@ -216,6 +216,8 @@ class InitFrom:
         against the abstract component (its names, shapes and a float dtype)."""
         where = f"{target_key}.init_from"
         target = _flat_params(abstract_module)
+        if not target:  # a component without parameters (e.g. concat) starts the same anywhere
+            return {}
         source = self.tensors(target_key)
         if self.layout == "pytorch":
             source = self._convert_torch(source, abstract_module, owner, where)

@@ -302,3 +302,20 @@ def test_non_finite_and_huge_values_in_the_optimizer(tiny_config):
         make_optimizer({"clip_norm": float("inf")}, steps=10)
     with pytest.raises(ConfigError, match=r"learning_rate: must be a finite number, got inf \(optax.adam\)"):
         make_optimizer({"name": "adam", "learning_rate": float("inf")}, steps=10)
+
+
+def test_overrides_may_follow_an_option(tmp_path, capsys):
+    """`fusionjax config check CONFIG --json key=value` takes the override (argparse alone
+    stops at the option), in order with those before it; anything else is refused."""
+    import json
+
+    from fusionjax.cli import main
+
+    config = str(ROOT / "examples" / "avdigits.toml")
+    assert main(["config", "check", config, "train.steps=5", "--json", "train.steps=7",
+                 "train.batch_size=16"]) == 0
+    resolved = json.loads(capsys.readouterr().out)
+    assert resolved["train"]["steps"] == 7 and resolved["train"]["batch_size"] == 16
+    with pytest.raises(SystemExit):
+        main(["config", "check", config, "--json", "stray"])
+    assert "unrecognized arguments: stray" in capsys.readouterr().err

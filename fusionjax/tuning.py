@@ -53,11 +53,15 @@ MARGIN = 0.85
 @dataclass(frozen=True)
 class Op:
     """An op with interchangeable formulations: ``candidates`` by name, each called with
-    the same arrays."""
+    the same arrays.  ``timed``: what is timed -- ``"call"``, the candidate itself (an op
+    whose backward pass is an op of its own, like each of a convolution's three), or
+    ``"gradient"``, its forward and backward pass together (the gradient of the sum of its
+    outputs with respect to its float inputs: a candidate with its own custom VJP)."""
 
     name: str
     candidates: Mapping[str, Callable[..., Any]]
     default: str
+    timed: str = "call"
 
 
 _ops: dict[str, Op] = {}
@@ -65,14 +69,22 @@ _table: dict[str, str] = {}  # "op shapes" -> candidate, as :func:`use` set it
 _recording: list[dict[str, tuple[Op, tuple]]] = []
 
 
-def declare(name: str, candidates: Mapping[str, Callable[..., Any]], default: str) -> Op:
+def declare(name: str, candidates: Mapping[str, Callable[..., Any]], default: str, *,
+            timed: str = "call") -> Op:
     """Make op ``name`` known with its ``candidates``; ``default`` is used where nothing
-    was tuned."""
+    was tuned; ``timed`` as :class:`Op` says."""
     if default not in candidates:
         raise ValueError(f"default {default!r} is not one of {sorted(candidates)}")
-    op = Op(name, dict(candidates), default)
+    if timed not in ("call", "gradient"):
+        raise ValueError(f"timed must be 'call' or 'gradient', got {timed!r}")
+    op = Op(name, dict(candidates), default, timed)
     _ops[name] = op
     return op
+
+
+def declared() -> dict[str, Op]:
+    """Every op declared so far, by name."""
+    return dict(_ops)
 
 
 def signature(*arrays: Any) -> str:
@@ -90,7 +102,8 @@ def pick(op: Op, *arrays: Any) -> Callable[..., Any]:
         import jax
 
         found[key] = (op, tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in arrays))
-    return op.candidates[_table.get(key, op.default)]
+    choice = _table.get(key, op.default)
+    return op.candidates[choice if choice in op.candidates else op.default]
 
 
 @contextlib.contextmanager
@@ -105,13 +118,10 @@ def recording() -> Iterator[dict[str, tuple[Op, tuple]]]:
 
 
 def use(table: Mapping[str, str]) -> None:
-    """Make ``table`` (``{key: candidate}``) the choices of every later trace; keys of
-    unknown ops or candidates are ignored (the default is used)."""
+    """Make ``table`` (``{key: candidate}``) the choices of every later trace (a choice
+    its op does not have, e.g. from another version of a plugin, means the default)."""
     _table.clear()
-    for key, choice in table.items():
-        op = _ops.get(key.split(" ", 1)[0])
-        if op is not None and choice in op.candidates:
-            _table[key] = choice
+    _table.update({k: v for k, v in table.items() if isinstance(k, str) and isinstance(v, str)})
 
 
 def active() -> dict[str, str]:
@@ -184,9 +194,16 @@ def time_candidates(op: Op, shapes: tuple) -> dict[str, float]:
 
     rng = np.random.default_rng(0)
     args = [jax.device_put(rng.standard_normal(s.shape).astype(s.dtype)) for s in shapes]
+    floats = tuple(i for i, a in enumerate(args) if jax.numpy.issubdtype(a.dtype, jax.numpy.floating))
     times = {}
     for name, fn in op.candidates.items():
-        f = jax.jit(fn)
+        if op.timed == "gradient":
+            def total(*a, fn=fn):
+                return sum(x.astype(np.float32).sum() for x in jax.tree.leaves(fn(*a)))
+
+            f = jax.jit(jax.grad(total, argnums=floats))
+        else:
+            f = jax.jit(fn)
         jax.block_until_ready(f(*args))
         calls = []
         for _ in range(CALLS):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from fusionjax import fast_paths
+from fusionjax import fast_paths, tuning
 from fusionjax_plugins.kernels import LSTM
 
 
@@ -91,6 +91,17 @@ def _recurrence_bwd(residuals, cotangents):
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 
+def _scan(gates_in, keep, w_rec):
+    """The plain formulation: ``lax.scan``, differentiated by JAX."""
+    outputs, h, _ = _forward(gates_in, keep != 0, w_rec)
+    return outputs, h
+
+
+# which is faster depends on the machine and the shapes (timed forward + backward)
+RECURRENCE = tuning.declare("lstm.recurrence", {"custom_vjp": _recurrence, "scan": _scan},
+                            default="custom_vjp", timed="gradient")
+
+
 def lstm_recurrence(gates_in: jax.Array, valid: jax.Array, w_rec: jax.Array
                     ) -> tuple[jax.Array, jax.Array]:
     """``gates_in [T, B, 4H]`` (input projections, bias included), ``valid [T, B]``,
@@ -99,6 +110,6 @@ def lstm_recurrence(gates_in: jax.Array, valid: jax.Array, w_rec: jax.Array
     keep = valid[..., None]
     if fast_paths.enabled(LSTM):
         # a float mask, so that the custom VJP has only differentiable-typed inputs
-        return _recurrence(gates_in, keep.astype(gates_in.dtype), w_rec)
-    outputs, h, _ = _forward(gates_in, keep, w_rec)
-    return outputs, h
+        keep = keep.astype(gates_in.dtype)
+        return tuning.pick(RECURRENCE, gates_in, keep, w_rec)(gates_in, keep, w_rec)
+    return _scan(gates_in, keep, w_rec)

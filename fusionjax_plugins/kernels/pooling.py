@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fusionjax import fast_paths
+from fusionjax import fast_paths, tuning
 from fusionjax_plugins.kernels import AVG_POOL, MAX_POOL
 
 
@@ -78,11 +78,24 @@ def _max_pool_bwd(k, residuals, dy):
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
+def _reduce_window(x: jax.Array, k: int) -> jax.Array:
+    return nnx.max_pool(x, (k, k), strides=(k, k), padding="VALID")
+
+
+@functools.cache
+def _max_pool_op(k: int) -> tuning.Op:
+    """The ``k x k`` max pool's two formulations, timed forward + backward (the gradient
+    is where they differ: select-and-scatter against one broadcast select)."""
+    return tuning.declare(f"max_pool.k{k}", {"argmax": lambda x: _max_pool(x, k),
+                                             "reduce_window": lambda x: _reduce_window(x, k)},
+                          default="argmax", timed="gradient")
+
+
 def max_pool(x: jax.Array, k: int) -> jax.Array:
     """``k x k`` max pool with stride ``k``, VALID: ``[B, H, W, C] -> [B, H//k, W//k, C]``."""
     if fast_paths.enabled(MAX_POOL):
-        return _max_pool(x, k)
-    return nnx.max_pool(x, (k, k), strides=(k, k), padding="VALID")
+        return tuning.pick(_max_pool_op(k), x)(x)
+    return _reduce_window(x, k)
 
 
 def avg_pool(x: jax.Array, k: int) -> jax.Array:

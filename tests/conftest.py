@@ -60,3 +60,39 @@ def run_dir(tmp_path_factory):
     assert out.returncode == 0, out.stderr[-3000:]
     return run
 
+
+
+def install_copy(plugin: Path, tmp: Path) -> tuple[Path, Path]:
+    """A copy of the example plugin folder ``plugin`` pip-installed (no dependencies,
+    offline, no build isolation) into a target folder of its own, as a user installs a
+    third-party plugin: ``(copy, target)``.  Put ``target`` on the path with
+    :func:`plugin_environment`."""
+    import shutil
+    import subprocess
+
+    pytest.importorskip("setuptools", minversion="77",
+                        reason="pip install --no-build-isolation needs setuptools >= 77")
+    src = tmp / plugin.name
+    shutil.copytree(plugin, src,
+                    ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".pytest_cache"))
+    target = tmp / "site"
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
+         "--no-index", "--disable-pip-version-check", "--no-input", "-q",
+         "--target", str(target), str(src)],
+        capture_output=True, text=True, timeout=300, cwd=tmp,
+    )
+    assert r.returncode == 0, f"pip install failed:\n{r.stdout}\n{r.stderr}"
+    return src, target
+
+
+def plugin_environment(site: Path | None = None, **env: str) -> dict[str, str]:
+    """This environment, seeing installed plugins only via ``site`` (none: only the
+    bundled ones and what the venv has)."""
+    full_env = {k: v for k, v in os.environ.items()
+                if k not in ("PYTHONPATH", "FUSIONJAX_DISABLE_PLUGINS", "FUSIONJAX_STRICT_PLUGINS")}
+    full_env.setdefault("JAX_PLATFORMS", "cpu")
+    if site is not None:
+        full_env["PYTHONPATH"] = str(site)
+    full_env.update(env)
+    return full_env

@@ -16,16 +16,14 @@ never imports it, nor torch); skipped without them.
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, install_copy, plugin_environment
 
-ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "examples" / "silero_vad"
 CONFIG = "examples/silero_vad/avdigits_silero.toml"  # relative to ROOT, as in its README
 PLUGIN_TESTS = ("test_contract", "test_needs_16_khz_and_says_how", "test_matches_silero_onnx_model",
@@ -49,32 +47,14 @@ pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> tuple[Path, Path]:
     """``(copy of the plugin, the install target)``."""
-    pytest.importorskip("setuptools", minversion="77",
-                        reason="pip install --no-build-isolation needs setuptools >= 77")
-    tmp = tmp_path_factory.mktemp("silero_vad")
-    src = tmp / "silero_vad"
-    shutil.copytree(PLUGIN, src,
-                    ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".pytest_cache"))
-    target = tmp / "site"
-    r = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-         "--disable-pip-version-check", "--no-input", "-q", "--target", str(target), str(src)],
-        capture_output=True, text=True, timeout=300, cwd=tmp,
-    )
-    assert r.returncode == 0, f"pip install failed:\n{r.stdout}\n{r.stderr}"
+    src, target = install_copy(PLUGIN, tmp_path_factory.mktemp("silero_vad"))
     assert (target / "fusionjax_silero_vad" / "encoder.py").exists()
     return src, target
 
 
-def _environment(site: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "FUSIONJAX_DISABLE_PLUGINS", "FUSIONJAX_STRICT_PLUGINS")}
-    return {**env, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(site)}
-
-
 def _fusionjax(*args: str, site: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fusionjax", *args], capture_output=True, text=True,
-                          env=_environment(site), cwd=ROOT, timeout=300)
+                          env=plugin_environment(site), cwd=ROOT, timeout=300)
 
 
 def test_config_check_finds_the_weights_inside_the_package(installed):
@@ -98,7 +78,8 @@ def test_the_plugins_own_tests_pass_against_the_install(installed, tmp_path):
     src, site = installed
     r = subprocess.run([sys.executable, "-P", "-m", "pytest", "-v", "-s", "-p", "no:cacheprovider",
                         "--basetemp", str(tmp_path / "pytest"), str(src / "tests")],
-                       capture_output=True, text=True, env=_environment(site), cwd=tmp_path, timeout=600)
+                       capture_output=True, text=True, env=plugin_environment(site), cwd=tmp_path,
+                       timeout=600)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     for test in PLUGIN_TESTS:
         assert f"tests/test_silero.py::{test} " in r.stdout, r.stdout[-4000:]

@@ -14,8 +14,6 @@ concurrent test runs never share a build tree and the checkout stays clean.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -23,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, install_copy, plugin_environment
 
-ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "examples" / "plugin_template"
 CONFIG = "examples/plugin_template/bow_text.toml"  # relative to ROOT, as in its README
 PACKAGE = "fusionjax-bow-text"
@@ -37,20 +35,7 @@ SMALL = ["train.steps=3", "train.log_every=1", "data.train_size=64", "data.test_
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> tuple[Path, Path]:
     """``(copy of the template, the install target)``."""
-    pytest.importorskip("setuptools", minversion="77",
-                        reason="pip install --no-build-isolation needs setuptools >= 77")
-    tmp = tmp_path_factory.mktemp("bow_text")
-    src = tmp / "plugin_template"
-    shutil.copytree(TEMPLATE, src,
-                    ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".pytest_cache"))
-    target = tmp / "site"
-    r = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-         "--no-index", "--disable-pip-version-check", "--no-input", "-q",
-         "--target", str(target), str(src)],
-        capture_output=True, text=True, timeout=300, cwd=tmp,
-    )
-    assert r.returncode == 0, f"pip install failed:\n{r.stdout}\n{r.stderr}"
+    src, target = install_copy(TEMPLATE, tmp_path_factory.mktemp("bow_text"))
     for module in ("__init__", "encoder", "fusion", "dataset"):
         assert (target / "fusionjax_bow_text" / f"{module}.py").exists()
     assert not (target / "tests").exists()  # the tests are not part of the package
@@ -64,14 +49,7 @@ def site(installed) -> Path:
 
 def environment(site: Path | None = None, **env: str) -> dict[str, str]:
     """This environment, seeing the plugin only via ``site``."""
-    full_env = {k: v for k, v in os.environ.items()
-                if k not in ("PYTHONPATH", "FUSIONJAX_DISABLE_PLUGINS",
-                             "FUSIONJAX_STRICT_PLUGINS")}
-    full_env.setdefault("JAX_PLATFORMS", "cpu")
-    if site is not None:
-        full_env["PYTHONPATH"] = str(site)
-    full_env.update(env)
-    return full_env
+    return plugin_environment(site, **env)
 
 
 def fusionjax(*args: str, site: Path | None = None, **env: str) -> subprocess.CompletedProcess:

@@ -45,7 +45,7 @@ class Training:
 
     trainable: bool = True
     lr_scale: float = 1.0
-    init_from: InitFrom | None = None  # its initial parameters from a finished run
+    init_from: InitFrom | None = None  # its initial parameters: a run, a checkpoint, a file
 
     KEYS: ClassVar[tuple[str, ...]] = ("trainable", "lr_scale", "init_from")
 
@@ -128,8 +128,9 @@ class Assembly:
 
     def build(self, seed: int | None = None, *, init_from: bool = True) -> FusionModel:
         """The model with real parameters (``seed`` defaults to ``train.seed``), those of a
-        component with ``init_from`` taken from its source run (``init_from=False``: the
-        random initialisation only, e.g. for an abstract model)."""
+        component with ``init_from`` taken from its source (a run or a weight file;
+        ``init_from=False``: the random initialisation only, e.g. for an abstract model or
+        one whose parameters are restored next)."""
         seed = self.train.seed if seed is None else seed
         model = FusionModel(
             {m: p.build(seed) for m, p in self.encoders.items()},
@@ -137,12 +138,17 @@ class Assembly:
             self.head.build(seed),
         )
         if init_from:
-            modules = [model.encoders[m] for m in self.encoders]
-            modules += [model.fusion] if self.fusion is not None else []
-            for part, module in zip(self.parts, [*modules, model.head]):
+            for part, module in self.components(model):
                 if part.training.init_from is not None:
                     transfer.apply(part.training.init_from, part.key, module, part.owner)
         return model
+
+    def components(self, model: FusionModel) -> list[tuple[Part, nnx.Module]]:
+        """Each model part in config order (encoders, fusion, head) with its module in
+        ``model`` (built or abstract)."""
+        modules = [model.encoders[m] for m in self.encoders]
+        modules += [model.fusion] if self.fusion is not None else []
+        return list(zip(self.parts, [*modules, model.head]))
 
     @property
     def parts(self) -> list[Part]:
@@ -172,12 +178,7 @@ class Assembly:
 
     def param_counts(self) -> dict[str, int]:
         """Trainable parameters per component key path."""
-        model = self.abstract_model()
-        parts = {f"model.encoders.{m}": model.encoders[m] for m in model.modalities}
-        if model.fusion is not None:
-            parts["model.fusion"] = model.fusion
-        parts["model.head"] = model.head
-        return {k: _count(nnx.state(v, nnx.Param)) for k, v in parts.items()}
+        return {p.key: _count(nnx.state(m, nnx.Param)) for p, m in self.components(self.abstract_model())}
 
 
 def _count(state) -> int:

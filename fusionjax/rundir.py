@@ -316,7 +316,7 @@ def load_run(path: str | Path, *, assembly: Assembly | None = None) -> Run:
     # nothing is initialised only to be overwritten (random init is most of a cold load)
     graphdef, params, rest = nnx.split(assembly.abstract_model(), nnx.Param, ...)
     if jax.tree.leaves(rest):  # other variables (e.g. RNG state) are not saved: make them
-        model = assembly.build()
+        model = assembly.build(init_from=False)  # its parameters are the run's own
         nnx.update(model, run_dir.restore_params(nnx.state(model, nnx.Param)))
     else:
         model = nnx.merge(graphdef, run_dir.restore_params(params), rest)

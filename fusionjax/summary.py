@@ -51,11 +51,6 @@ class ModelSummary:
 def summarize(assembly, *, flops: bool = True) -> ModelSummary:
     """The summary of ``assembly``'s model; ``flops=False`` skips the cost analysis."""
     model = assembly.abstract_model()
-    parts = {p.key: p for p in assembly.parts}
-    modules = {f"model.encoders.{m}": model.encoders[m] for m in assembly.encoders}
-    if model.fusion is not None:
-        modules["model.fusion"] = model.fusion
-    modules["model.head"] = model.head
     batch_size = assembly.train.batch_size
     t0 = time.perf_counter()
     per_part, forward, train, note = {}, None, None, ""
@@ -65,12 +60,12 @@ def summarize(assembly, *, flops: bool = True) -> ModelSummary:
         except Exception as e:  # noqa: BLE001 - a component XLA cannot analyse; the rest still prints
             note = f"no FLOPs estimate: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     rows = []
-    for key, module in modules.items():
+    for part, module in assembly.components(model):
         leaves = jax.tree.leaves(nnx.state(module, nnx.Param))
-        rows.append(Row(key, parts[key].spec.qualified_name,
+        rows.append(Row(part.key, part.spec.qualified_name,
                         int(sum(np.prod(x.shape) for x in leaves)),
                         int(sum(np.prod(x.shape) * np.dtype(x.dtype).itemsize for x in leaves)),
-                        per_part.get(key)))
+                        per_part.get(part.key)))
     cfg = assembly.train
     step = cfg.precision + (f", {cfg.grad_accumulation} micro-batches" if cfg.grad_accumulation > 1 else "")
     params = nnx.state(model, nnx.Param)

@@ -295,11 +295,8 @@ def apply(init: InitFrom, target_key: str, module: Any, owner: str) -> None:
 def parameter_listing(assembly: Any) -> list[str]:
     """``config check --params``: each component's parameters, the PyTorch tensors its
     declared layout makes them from, and its ``init_from`` source."""
-    model = assembly.abstract_model()
-    modules = [model.encoders[m] for m in assembly.encoders]
-    modules += [model.fusion] if assembly.fusion is not None else []
     lines = []
-    for part, module in zip(assembly.parts, [*modules, model.head]):
+    for part, module in assembly.components(assembly.abstract_model()):
         init = part.training.init_from
         lines.append(f"{part.key}  ({part.spec.qualified_name})"
                      + (f"  init_from: {init.describe(part.key)}" if init else ""))

@@ -131,21 +131,37 @@ class ValuesAnswer(Answer):
 
 
 @dataclass(frozen=True)
+class Alternative:
+    """One text a search found, and its score (e.g. a log-probability)."""
+
+    text: str
+    score: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"text": self.text, "score": self.score}
+
+
+@dataclass(frozen=True)
 class TextAnswer(Answer):
     """A text (a transcript, a caption, an answer in words) and, where the head has
-    one, its score (e.g. a log-probability)."""
+    one, its score (e.g. a log-probability); ``alternatives``: the texts a search (a
+    beam) kept, best first (the answer's own text among them)."""
 
     kind: ClassVar[str] = "text"
     text: str
     score: float | None = None
+    alternatives: tuple[Alternative, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "text": self.text, "score": self.score, "absent": list(self.absent),
+        return {"kind": self.kind, "text": self.text, "score": self.score,
+                "alternatives": [a.to_json() for a in self.alternatives], "absent": list(self.absent),
                 **({"notes": list(self.notes)} if self.notes else {})}
 
     def lines(self) -> list[str]:
         score = "" if self.score is None else f"  (score {self.score:.3f})"
-        return [f"text: {self.text}{score}"] + self._absent_lines()
+        return ([f"text: {self.text}{score}"]
+                + [f"  then: {a.text}  ({a.score:.3f})" for a in self.alternatives[1:]]
+                + self._absent_lines())
 
 
 def ranked(probabilities: np.ndarray, label_names: Sequence[str] | None, top: int) -> tuple[Scored, ...]:

@@ -227,7 +227,7 @@ def _part(spec: ComponentSpec, section: dict, key: str, injected: dict, defaults
             continue
         if name not in user:
             user[name] = value
-        elif user[name] != value:
+        elif as_config_value(user[name]) != as_config_value(value):
             raise ConfigError(
                 f"is {shown(user[name])}, but {source} is {shown(value)} ({owner})",
                 key=f"{key}.{name}", hint=f"remove {name!r} to use {shown(value)}",
@@ -299,35 +299,35 @@ def assemble(config: Mapping[str, Any], registry: Registry | None = None, *,
                               hint=f"its modalities are: {', '.join(encoders)}")
 
     head_spec = _resolve(registry, "head", model_cfg["head"], "model.head")
-    takes_embeddings = getattr(head_spec.load(), "inputs", "fused") == "embeddings"
+    reads = getattr(head_spec.load(), "inputs", "fused")  # "fused", "embeddings" or "tokens"
     fusion, fused = None, None
-    if takes_embeddings:
+    if reads != "fused":
+        what = "embeddings" if reads == "embeddings" else "token sequences"
         if "fusion" in model_cfg:
             raise ConfigError(
-                f"head {head_spec.describe()} reads the modalities' embeddings directly, so the "
+                f"head {head_spec.describe()} reads the modalities' {what} directly, so the "
                 f"model has no fusion", key="model.fusion", hint="remove the [model.fusion] table")
+        if reads == "tokens":
+            _check_tokens(encoders, token_widths, f"head {head_spec.describe()}")
     elif "fusion" not in model_cfg:
         raise ConfigError("missing table [model.fusion]", key="model.fusion",
                           hint=f"e.g. type = \"concat\"; fusions: {', '.join(registry.names('fusion'))}")
     else:
         fusion_spec = _resolve(registry, "fusion", model_cfg["fusion"], "model.fusion")
         if getattr(fusion_spec.load(), "uses_tokens", False):
-            for m, width in token_widths.items():
-                if not isinstance(width, int):
-                    part = encoders[m]
-                    raise ConfigError(
-                        f"fusion {fusion_spec.describe()} reads token sequences, but {part.owner} "
-                        f"exposes none (no token_features)", key=f"{part.key}.type",
-                        hint="use an encoder with a token sequence, or a fusion of embeddings")
+            _check_tokens(encoders, token_widths, f"fusion {fusion_spec.describe()}")
         injected = {"in_features": widths, "token_features": token_widths}
         fusion = _part(fusion_spec, model_cfg["fusion"], "model.fusion", injected, {})
         fused = _width(_abstract(fusion, "fusion"), "out_features", fusion)
 
     label = dataset.spec.get(LABEL)
-    defaults = {}
+    # the label's facts (e.g. a target vocabulary) default the head's parameters of those names
+    defaults = {k: (v, f"the label {k} of data set {data_name!r}")
+                for k, v in (label.metadata.items() if label is not None else ())}
     if dataset.num_classes is not None:
         defaults["num_classes"] = (dataset.num_classes, f"the class count of data set {data_name!r}")
-    injected = {"in_features": dict(widths) if takes_embeddings else fused}
+    in_features = {"fused": fused, "embeddings": dict(widths), "tokens": dict(token_widths)}[reads]
+    injected = {"in_features": in_features}
     if label is not None:
         injected["label_shape"] = tuple(label.shape)
     try:
@@ -359,6 +359,17 @@ def assemble(config: Mapping[str, Any], registry: Registry | None = None, *,
     _check_forward(assembly, widths, fused)
     fast_paths.check()  # FUSIONJAX_FAST_PATHS, now that the components declared theirs
     return assembly
+
+
+def _check_tokens(encoders: Mapping[str, Part], token_widths: Mapping[str, int | None],
+                 reader: str) -> None:
+    """Every encoder exposes a token sequence (``token_features``) for ``reader``."""
+    for m, width in token_widths.items():
+        if not isinstance(width, int):
+            part = encoders[m]
+            raise ConfigError(f"{reader} reads token sequences, but {part.owner} exposes none "
+                              f"(no token_features)", key=f"{part.key}.type",
+                              hint="use an encoder with a token sequence, or a fusion of embeddings")
 
 
 def _check_data(dataset: Dataset, name: str, train: TrainConfig) -> None:
@@ -415,6 +426,10 @@ def _check_forward(assembly: Assembly, widths: Mapping[str, int], fused: int | N
                     f"cannot encode {m} of shape {b[m].shape} {b[m].dtype}: "
                     f"{type(e).__name__}: {e} ({part.owner})", key=part.key) from None
             _expect(out.shape, (2, widths[m]), part, "its output")
+            if model.head.inputs == "tokens":
+                values = enc.tokens(b[m]).values
+                _expect(values.shape[::2], (2, enc.token_features), part, "its token sequence",
+                        declared="[B, T, token_features]")
         if model.fusion is not None:
             _expect(model.features(b).shape, (2, fused), assembly.fusion, "its output")
         predictions = model(b)
@@ -439,10 +454,11 @@ def _check_forward(assembly: Assembly, widths: Mapping[str, int], fused: int | N
                           key="model") from None
 
 
-def _expect(shape: tuple, expected: tuple, part: Part, what: str) -> None:
+def _expect(shape: tuple, expected: tuple, part: Part, what: str, *,
+            declared: str = "[B, out_features]") -> None:
     if tuple(shape) != expected:
         raise ConfigError(f"{what} has shape {tuple(shape)} but it declares {expected} "
-                          f"([B, out_features]); this is a bug in the plugin ({part.owner})",
+                          f"({declared}); this is a bug in the plugin ({part.owner})",
                           key=part.key)
 
 

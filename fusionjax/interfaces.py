@@ -9,7 +9,9 @@ A model is ``encoders -> fusion -> head``:
   to ``[B, out_features]``;
 * a :class:`Head` maps fused features to predictions and owns its loss and metrics
   (a head with ``inputs = "embeddings"``, e.g. a contrastive objective, takes the
-  per-modality embeddings instead, and the model has no fusion);
+  per-modality embeddings instead, and one with ``inputs = "tokens"``, e.g. a CTC or
+  an autoregressive decoder head, the per-modality token sequences; such a model has
+  no fusion);
 * a :class:`Dataset` (host side, NumPy, not a module) yields batches.
 
 Batches are ``dict[str, array]``: one entry per modality name (``"image"``,
@@ -147,10 +149,17 @@ class Head(nnx.Module, abc.ABC):
     A head that compares modalities rather than reading their fusion (e.g. a
     CLIP-style contrastive objective) sets ``inputs = "embeddings"``: it is built
     with ``in_features={modality: width}`` like a fusion, called as
-    ``head(embeddings, masks)``, and the config has no ``[model.fusion]``.
+    ``head(embeddings, masks)``, and the config has no ``[model.fusion]``.  A head that
+    reads sequences (a CTC head, a decoder that cross-attends to every modality) sets
+    ``inputs = "tokens"``: built with ``in_features={modality: token_features}`` and
+    called as ``head(tokens, masks)`` with each encoder's :class:`TokenSequence`; it
+    must make an absent modality contribute nothing, as a fusion does.
+
+    A head whose metrics need a search (decoding) returns cheaper statistics for the
+    training batches from :meth:`train_stats`; ``finalize_metrics`` takes either kind.
     """
 
-    inputs: ClassVar[Literal["fused", "embeddings"]] = "fused"
+    inputs: ClassVar[Literal["fused", "embeddings", "tokens"]] = "fused"
     # The smallest settings it is tested with (``in_features`` and ``label_shape`` are
     # supplied by the test) and the per-example labels it then learns from.
     test_settings: ClassVar[Mapping[str, Any] | None] = None
@@ -174,10 +183,17 @@ class Head(nnx.Module, abc.ABC):
     def metric_stats(self, predictions: Array, labels: Array, weights: Array) -> dict[str, Array]:
         """Additive statistics; ``weights`` ([B], 0 or 1) drops padding examples."""
 
+    def train_stats(self, predictions: Array, labels: Array, weights: Array) -> dict[str, Array]:
+        """The additive statistics logged for a training batch (default: :meth:`metric_stats`).
+        A head whose metrics need a search over outputs (e.g. decoding a sequence) returns
+        cheaper ones here, so that the train step does not run the search."""
+        return self.metric_stats(predictions, labels, weights)
+
     @staticmethod
     @abc.abstractmethod
     def finalize_metrics(stats: Mapping[str, float]) -> dict[str, float]:
-        """Metric values from the summed statistics."""
+        """Metric values from the summed statistics (of :meth:`metric_stats` or
+        :meth:`train_stats`)."""
 
     def answer(self, predictions: Any, *, label_names: Sequence[str] | None = None,
                top: int = 3) -> list[Answer]:

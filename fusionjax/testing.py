@@ -28,10 +28,14 @@ Every check is one function below whose docstring says what it promises:
   (:data:`FUSION_IN_FEATURES`, and for a fusion with ``uses_tokens`` token sequences of
   :data:`FUSION_TOKEN_FEATURES` / :data:`FUSION_TOKEN_LENGTHS`): an absent modality
   changes nothing, output or gradient, whatever its data (a hypothesis property);
-* heads (``head_*``), built with ``in_features`` 6 (``inputs = "fused"``) or
+* heads (``head_*``), built with ``in_features`` 6 (``inputs = "fused"``),
   ``{"a": 6, "b": 5}`` (``inputs = "embeddings"``, called as ``head(embeddings, masks)``)
-  and ``label_shape`` from ``test_labels``: labels, loss, metric statistics that ignore
-  padding and add up over batches, finite metrics, typed answers.  A head whose metrics
+  or the token widths ``{"a": 6, "b": 5}`` (``inputs = "tokens"``, called as
+  ``head(tokens, masks)`` with sequences of :data:`HEAD_TOKEN_LENGTHS`), with
+  ``label_shape`` and the parameters named like ``test_labels.metadata`` keys from
+  ``test_labels``: labels, loss, metric statistics that ignore padding and add up over
+  batches, finite metrics, typed answers; a head of token sequences also ignores an
+  absent modality's tokens, whatever they hold.  A head whose metrics
   compare the examples of one batch with each other (in-batch retrieval, like the
   ``contrastive`` head's) declares ``metrics_within_batch = True``: its statistics are
   then checked to add up over whole batches only, not over the two halves of one;
@@ -77,9 +81,9 @@ from fusionjax.registry import ComponentSpec
 
 __all__ = [
     "BATCH", "FUSION_IN_FEATURES", "FUSION_TOKEN_FEATURES", "FUSION_TOKEN_LENGTHS",
-    "HEAD_EMBEDDING_FEATURES", "HEAD_FUSED_FEATURES", "ContractError", "Failure", "build",
+    "HEAD_EMBEDDING_FEATURES", "HEAD_FUSED_FEATURES", "HEAD_TOKEN_FEATURES", "HEAD_TOKEN_LENGTHS", "ContractError", "Failure", "build",
     "check_component", "check_dataset", "check_encoder", "check_fusion", "check_head",
-    "check_plugin", "example_array", "example_batch", "fusion_inputs",
+    "check_plugin", "example_array", "example_batch", "fusion_inputs", "head_tokens",
 ]
 
 BATCH = 3  # examples per batch in the module checks
@@ -88,6 +92,8 @@ FUSION_TOKEN_FEATURES = {"a": 5, "b": 3, "c": 4}  # a token fusion's token_featu
 FUSION_TOKEN_LENGTHS = {"a": 4, "b": 7, "c": 1}  # and its token sequences' lengths
 HEAD_FUSED_FEATURES = 6  # a head's in_features (inputs = "fused")
 HEAD_EMBEDDING_FEATURES = {"a": 6, "b": 5}  # ... and with inputs = "embeddings"
+HEAD_TOKEN_FEATURES = {"a": 6, "b": 5}  # ... and with inputs = "tokens"
+HEAD_TOKEN_LENGTHS = {"a": 9, "b": 4}  # ... its token sequences' lengths
 HEAD_PADDING = BATCH  # weight-0 rows added to a head's batch (also its second part)
 GARBAGE = (np.nan, np.inf, -np.inf, 1e30, -1e30, -7.0, 0.0)  # what an absent modality may hold
 MAX_LISTED = 25  # failures quoted in one ContractError
@@ -289,7 +295,8 @@ def build(component: Any, settings: Mapping[str, Any] | None = None, *, seed: in
     module, and what fusionjax would pass: an encoder's ``input_shape`` (and parameters
     named like ``test_input.metadata`` keys), a fusion's :data:`FUSION_IN_FEATURES`
     (and :data:`FUSION_TOKEN_FEATURES` when it ``uses_tokens``), a head's ``in_features``,
-    ``label_shape`` and ``num_classes`` (from ``test_labels``)."""
+    ``label_shape`` and the parameters named like ``test_labels.metadata`` keys (e.g.
+    ``num_classes``, a target ``vocabulary``)."""
     kind, target, label = _target(component)
     kwargs = _declared(target, settings)
     if kwargs is None:
@@ -309,13 +316,13 @@ def build(component: Any, settings: Mapping[str, Any] | None = None, *, seed: in
         return _construct(target, kwargs, injected=injected, required=required, seed=seed)
     if kind == "head":
         spec = test_labels or getattr(target, "test_labels", None)
-        fused = getattr(target, "inputs", "fused") != "embeddings"
-        injected = {"in_features": HEAD_FUSED_FEATURES if fused else dict(HEAD_EMBEDDING_FEATURES)}
+        reads = getattr(target, "inputs", "fused")
+        injected = {"in_features": {"fused": HEAD_FUSED_FEATURES, "embeddings": dict(HEAD_EMBEDDING_FEATURES),
+                                    "tokens": dict(HEAD_TOKEN_FEATURES)}.get(reads)}
         defaults = {}
         if spec is not None:
             injected["label_shape"] = tuple(spec.shape)
-            if "num_classes" in (spec.metadata or {}):
-                defaults["num_classes"] = int(spec.metadata["num_classes"])
+            defaults = dict(spec.metadata or {})
         return _construct(target, kwargs, injected=injected, required=["in_features"],
                           defaults=defaults, seed=seed)
     if kind == "dataset":
@@ -719,7 +726,7 @@ class _HeadCase(_ModuleCase):
     def __init__(self, target, settings, seed, labels: FieldSpec, within_batch: bool):
         super().__init__(target, settings, seed)
         self.spec, self.within_batch = labels, within_batch
-        self.fused = getattr(target, "inputs", "fused") != "embeddings"
+        self.reads = getattr(target, "inputs", "fused")
         n = BATCH + HEAD_PADDING
         self.all_args = self._args(n, seed)  # the head's arguments: (features,) or (embeddings, masks)
         self.all_labels = jnp.asarray(example_array(labels, n, seed + 1))
@@ -728,8 +735,10 @@ class _HeadCase(_ModuleCase):
 
     def _args(self, n: int, seed: int) -> tuple:
         rng = np.random.default_rng([seed, 2])
-        if self.fused:
+        if self.reads == "fused":
             return (jnp.asarray(rng.standard_normal((n, HEAD_FUSED_FEATURES)), jnp.float32),)
+        if self.reads == "tokens":
+            return head_tokens(n, seed), {m: jnp.ones((n,), bool) for m in HEAD_TOKEN_FEATURES}
         emb = {m: jnp.asarray(rng.standard_normal((n, w)), jnp.float32)
                for m, w in HEAD_EMBEDDING_FEATURES.items()}
         return emb, {m: jnp.ones((n,), bool) for m in HEAD_EMBEDDING_FEATURES}
@@ -768,11 +777,11 @@ class _HeadCase(_ModuleCase):
 
 
 def head_accepts_its_labels(case: _HeadCase) -> None:
-    """It is a :class:`Head` (``inputs`` "fused" or "embeddings"), and
+    """It is a :class:`Head` (``inputs`` "fused", "embeddings" or "tokens"), and
     ``check_labels(test_labels)`` accepts the labels it declares it learns from."""
     head = case.module = case.rebuild()
     assert isinstance(head, Head), f"{type(head).__name__} is not a fusionjax.interfaces.Head"
-    assert head.inputs in ("fused", "embeddings"), f"inputs is {head.inputs!r}"
+    assert head.inputs in ("fused", "embeddings", "tokens"), f"inputs is {head.inputs!r}"
     head.check_labels(case.spec)
 
 
@@ -862,8 +871,60 @@ def head_answer(case: _HeadCase) -> None:
             "lines() is not a list of str"
 
 
+def head_ignores_absent_tokens(case: _HeadCase) -> None:
+    """(``inputs = "tokens"`` only.)  With modality "a" absent from some examples and "b"
+    from another, the loss, the metric statistics, the train statistics and the parameter
+    gradients are exactly the same whatever the absent rows' tokens hold (each value of
+    :data:`GARBAGE`, NaN included), and the same as with those rows' tokens zeroed."""
+    if case.reads != "tokens":
+        return
+    tokens, masks = case.args
+    present = {"a": np.array([False, True, True]), "b": np.array([True, False, True])}
+    masks = {m: jnp.asarray(present[m]) for m in masks}
+    weights = jnp.ones(BATCH, jnp.float32)
+
+    def run(fill):
+        filled = {m: t._replace(values=jnp.where(~present[m][:, None, None], jnp.float32(fill), t.values))
+                  for m, t in tokens.items()}
+        graphdef, params, rest = nnx.split(case.module, nnx.Param, ...)
+
+        def f(p):
+            head = nnx.merge(graphdef, p, rest)
+            preds = head(filled, masks)
+            loss = head.loss(preds, case.labels)
+            return loss, (head.metric_stats(preds, case.labels, weights),
+                          head.train_stats(preds, case.labels, weights))
+
+        (loss, stats), grads = jax.value_and_grad(f, has_aux=True)(params)
+        return loss, stats, grads
+
+    reference = run(0.0)
+    _finite(reference[0], "the loss with absent modalities")
+    for fill in GARBAGE:
+        loss, stats, grads = run(fill)
+        what = f"with absent tokens holding {fill}"
+        _same(loss, reference[0], f"the loss {what}", exact=True)
+        _same(stats, reference[1], f"the metric statistics {what}", exact=True)
+        _same(grads, reference[2], f"the parameter gradient {what}", exact=True)
+
+
+def head_tokens(batch_size: int, seed: int = 0) -> dict[str, TokenSequence]:
+    """Token sequences ``{m: [B, HEAD_TOKEN_LENGTHS[m], HEAD_TOKEN_FEATURES[m]]}`` for a head
+    with ``inputs = "tokens"`` (standard normal), each row valid up to a random length of
+    at least 1."""
+    rng = np.random.default_rng([seed, 3])
+    seqs = {}
+    for m, d in HEAD_TOKEN_FEATURES.items():
+        t = HEAD_TOKEN_LENGTHS[m]
+        lengths = rng.integers(1, t + 1, (batch_size, 1))
+        seqs[m] = TokenSequence(jnp.asarray(rng.standard_normal((batch_size, t, d)), jnp.float32),
+                                jnp.asarray(np.arange(t) < lengths))
+    return seqs
+
+
 HEAD_CHECKS = (head_accepts_its_labels, head_output, *MODULE_CHECKS, head_metric_stats_ignore_padding,
-               head_metric_stats_are_additive, head_finalize_metrics, head_answer)
+               head_metric_stats_are_additive, head_finalize_metrics, head_answer,
+               head_ignores_absent_tokens)
 
 
 # ---- data sets ---------------------------------------------------------------------------

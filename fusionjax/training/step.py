@@ -148,7 +148,7 @@ def make_steps(model: FusionModel, tx: optax.GradientTransformation, mesh: Mesh,
         predictions, model = run(params, rest, batch, compute)
         loss = model.head.loss(predictions, batch[LABEL])
         weights = jnp.ones(batch[LABEL].shape[:1], jnp.float32)
-        stats = model.head.metric_stats(predictions, batch[LABEL], weights)
+        stats = model.head.train_stats(predictions, batch[LABEL], weights)
         return loss * scale, (stats, nnx.state(model, nnx.Not(nnx.Param)))
 
     grad_fn = jax.value_and_grad(forward, has_aux=True)

@@ -30,6 +30,10 @@ RUNS = {
     "avdigits_noisy/fused": ("avdigits.toml", ["data.noisy=true"], []),
     "digit_qa/fused": ("digit_qa.toml", ["train.steps=6000", "train.log_every=500"], []),
     "sms_spam/text": ("sms_spam.toml", [], []),
+    # answers in words: CER, WER and sequence accuracy (the second table)
+    "digit_speech/ctc": ("digit_speech.toml", [], []),
+    "digit_strips/ctc": ("digit_strips.toml", [], []),
+    "digit_qa_sentence/decoder": ("digit_qa_sentence.toml", [], []),
 }
 
 
@@ -50,6 +54,11 @@ def run(name: str, seed: int, data: str) -> dict:
             "wall_s": round(time.perf_counter() - t0, 1), **result.eval_metrics}
 
 
+def _spread(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f} ± {sd:.2f}"
+
+
 def table(path: Path = OUT) -> str:
     rows: dict[str, list[dict]] = {}
     for line in path.read_text().splitlines():
@@ -57,9 +66,18 @@ def table(path: Path = OUT) -> str:
         rows.setdefault(r["name"], []).append(r)
     out = ["| run | seeds | test accuracy (mean ± sd) | min..max | other | wall s / run |",
            "| --- | --- | --- | --- | --- | --- |"]
+    sequences = ["", "| run | seeds | CER % | WER % | sequence accuracy % | min..max | wall s / run |",
+                 "| --- | --- | --- | --- | --- | --- | --- |"]
     for name in RUNS:
         rs = rows.get(name)
         if not rs:
+            continue
+        if "sequence_accuracy" in rs[0]:
+            acc = [100 * r["sequence_accuracy"] for r in rs]
+            sequences.append(f"| {name} | {len(rs)} | {_spread([100 * r['cer'] for r in rs])} | "
+                             f"{_spread([100 * r['wer'] for r in rs])} | {_spread(acc)} | "
+                             f"{min(acc):.2f}..{max(acc):.2f} | "
+                             f"{statistics.median(r['wall_s'] for r in rs):.0f} |")
             continue
         acc = [100 * r["accuracy"] for r in rs]
         sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
@@ -70,7 +88,7 @@ def table(path: Path = OUT) -> str:
         out.append(f"| {name} | {len(rs)} | {statistics.mean(acc):.2f} ± {sd:.2f} | "
                    f"{min(acc):.2f}..{max(acc):.2f} | {other} | "
                    f"{statistics.median(r['wall_s'] for r in rs):.0f} |")
-    return "\n".join(out)
+    return "\n".join(out + (sequences if len(sequences) > 3 else []))
 
 
 def main() -> None:

@@ -150,9 +150,12 @@ def _component_flops(model, assembly, batch_size: int) -> dict[str, float]:
     """Forward FLOPs per example of each encoder (with its tokens when the fusion reads
     them), of the fusion and of the head, each on inputs of the shapes it receives."""
     batch = assembly.example_batch(batch_size)
-    tokens = model.fusion is not None and model.fusion.uses_tokens
+    reads_tokens = model.head.inputs == "tokens"
+    tokens = reads_tokens or (model.fusion is not None and model.fusion.uses_tokens)
 
     def encode(enc, x):
+        if reads_tokens:  # the model computes the token sequences only
+            return None, enc.tokens(x)
         return enc(x), (enc.tokens(x) if tokens else None)
 
     out, inputs = {}, {}
@@ -161,7 +164,10 @@ def _component_flops(model, assembly, batch_size: int) -> dict[str, float]:
         out[key], inputs[m] = _cost(model.encoders[m], encode, batch[m])
     embeddings = {m: e for m, (e, _) in inputs.items()}
     masks = {m: jax.ShapeDtypeStruct((batch_size,), bool) for m in embeddings}
-    if model.fusion is None:
+    if reads_tokens:
+        seqs = {m: s for m, (_, s) in inputs.items()}
+        out["model.head"], _ = _cost(model.head, lambda h, t, k: h(t, k), seqs, masks)
+    elif model.fusion is None:
         out["model.head"], _ = _cost(model.head, lambda h, e, k: h(e, k), embeddings, masks)
     else:
         seqs = {m: s for m, (_, s) in inputs.items()} if tokens else None

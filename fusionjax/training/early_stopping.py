@@ -7,9 +7,11 @@ from dataclasses import asdict, dataclass
 
 
 def default_mode(metric: str) -> str:
-    """``"min"`` for losses and errors, ``"max"`` for everything else (accuracy, F1, ...)."""
+    """``"min"`` for losses and errors (error rates such as ``cer`` and ``wer`` too), ``"max"``
+    for everything else (accuracy, F1, ...)."""
     lowered = metric.lower()
-    return "min" if any(w in lowered for w in ("loss", "error", "mse", "mae", "rmse")) else "max"
+    return "min" if any(w in lowered for w in ("loss", "error", "mse", "mae", "rmse", "cer", "wer")) \
+        else "max"
 
 
 @dataclass

@@ -25,6 +25,7 @@ accuracy).  Their totals give the rates exactly, whatever the batching.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -38,6 +39,9 @@ from fusionjax.interfaces import FieldSpec
 PAD, END = 0, 1
 SPECIAL = ("<pad>", "<end>")
 SEPARATORS = ("", " ")
+# what a sequence head's errors suggest when the data set's labels are not sequences
+SEQUENCE_DATA = ('a data set with sequence targets, e.g. type = "digit_speech" or "digit_strips", '
+                 'or "digit_qa" with target = "sentence"')
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,22 @@ def check_vocabulary(tokens: Sequence[str], separator: str) -> None:
         if t in seen:
             raise ConfigError(f"token {i} {shown(t)} repeats token {seen[t]}", key="vocabulary")
         seen[t] = i
+
+
+def check_sequence_labels(spec: FieldSpec, vocabulary: tuple[str, ...], head: str) -> None:
+    """What a sequence head's ``check_labels`` raises: a :class:`ConfigError` unless the
+    labels are token ids ``[max_length]`` whose metadata holds ``vocabulary`` (the head's
+    own, defaulted from the labels, so only a user's different choice can differ)."""
+    meta = spec.metadata or {}
+    if len(spec.shape) != 1 or not np.issubdtype(np.dtype(spec.dtype), np.integer) \
+            or "vocabulary" not in meta:
+        raise ConfigError(f"the {head} head needs token-id sequences [max_length] with a target "
+                          f"vocabulary, got labels of shape {tuple(spec.shape)} ({spec.dtype})"
+                          + ("" if "vocabulary" in meta else " without one"), hint=f"use {SEQUENCE_DATA}")
+    if tuple(meta["vocabulary"]) != tuple(vocabulary):
+        raise ConfigError(f"{shown(list(vocabulary))} is not the data set's target vocabulary "
+                          f"{shown(list(meta['vocabulary']))}", key="vocabulary",
+                          hint="leave it unset: it defaults to the data set's")
 
 
 def render(ids: Iterable[int], tokens: Sequence[str], separator: str) -> str:
@@ -248,6 +268,14 @@ class Scorer:
         return {"cer": rate("char_edits", "chars"), "wer": rate("word_edits", "words"),
                 "token_error_rate": rate("token_edits", "tokens"),
                 "sequence_accuracy": float(stats["exact"]) / max(float(stats["count"]), 1.0)}
+
+
+@functools.lru_cache(maxsize=32)
+def scorer(tokens: tuple[str, ...], separator: str) -> Scorer:
+    """The :class:`Scorer` of a vocabulary, built once per process.  A head keeps its
+    vocabulary (a tuple) and looks its scorer up here rather than holding it: NNX makes a
+    plain attribute part of the graph definition, and two builds would then differ."""
+    return Scorer(tokens, separator)
 
 
 def greedy_ctc(ids: jax.Array, valid: jax.Array) -> jax.Array:

@@ -81,7 +81,8 @@ from fusionjax.registry import ComponentSpec
 
 __all__ = [
     "BATCH", "FUSION_IN_FEATURES", "FUSION_TOKEN_FEATURES", "FUSION_TOKEN_LENGTHS",
-    "HEAD_EMBEDDING_FEATURES", "HEAD_FUSED_FEATURES", "HEAD_TOKEN_FEATURES", "HEAD_TOKEN_LENGTHS", "ContractError", "Failure", "build",
+    "HEAD_EMBEDDING_FEATURES", "HEAD_FUSED_FEATURES", "HEAD_TOKEN_FEATURES",
+    "HEAD_TOKEN_LENGTHS", "ContractError", "Failure", "build",
     "check_component", "check_dataset", "check_encoder", "check_fusion", "check_head",
     "check_plugin", "example_array", "example_batch", "fusion_inputs", "head_tokens",
 ]

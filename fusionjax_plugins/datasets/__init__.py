@@ -16,3 +16,7 @@ def fusionjax_register_components(registrar):
         summary="image + audio: an MNIST digit and a spoken recording of the same digit")
     add("digit_qa", f"{__name__}.digit_qa:DigitQA",
         summary="image + audio + text: sum/difference/larger/smaller of a written and a spoken digit")
+    add("digit_speech", f"{__name__}.digit_speech:DigitSpeech",
+        summary="audio -> text: 1..N spoken digits of one FSDD speaker; transcript = the digit string")
+    add("digit_strips", f"{__name__}.digit_strips:DigitStrips",
+        summary="image -> text: N MNIST digits side by side; caption = the digit string")

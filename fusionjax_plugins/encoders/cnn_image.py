@@ -22,7 +22,9 @@ class CNNImageEncoder(Encoder):
     first ``pool_layers`` (default: all) are followed by ``pool_size`` pooling.
     ``readout`` is ``"flatten"`` (sized from the data set's image shape), or a
     global ``"avg"``/``"max"`` pool.  ``dense = 0`` drops the final dense layer.
-    The token sequence is the final feature map, one token per position.
+    The token sequence is the final feature map, one token per position (``tokens =
+    "positions"``) or one per column, left to right (``tokens = "columns"``: reading a
+    strip of text left to right, e.g. for a CTC head).
 
     Example (MNIST-sized): ``channels=[32, 64], readout="flatten", dense=128``.
 
@@ -30,8 +32,10 @@ class CNNImageEncoder(Encoder):
 
     Output width: ``dense``; without the dense layer, ``H' * W' * channels[-1]`` for
     ``flatten`` (``H'``, ``W'`` after pooling) or ``channels[-1]`` for ``avg``/``max``.
-    Token sequence (for token-based fusions): one token per position of the final feature
-    map, width ``channels[-1]``.
+    Token sequence (for token-based fusions and sequence heads): ``"positions"``, one token
+    per position of the final feature map (row by row), width ``channels[-1]``;
+    ``"columns"``, ``W'`` tokens, one per column of the map from left to right, each holding
+    that column's every row and channel (row-major), width ``H' * channels[-1]``.
 
     PyTorch layout (``init_from = {safetensors = "FILE", layout = "pytorch"}``): a module
     with ``convs`` = ``nn.ModuleList`` of ``nn.Conv2d(in, out, k, padding="same")`` (state
@@ -49,7 +53,8 @@ class CNNImageEncoder(Encoder):
             per entry of ``channels``. Each ``>= 1``.
         pool: Pooling after each of the first ``pool_layers`` convolutions; ``"none"``
             disables pooling.
-        pool_size: Pooling window and stride (square, 'valid' padding). ``>= 1``.
+        pool_size: Pooling window and stride ('valid' padding): one size (square), or
+            ``[rows, columns]``, e.g. ``[2, 1]`` to keep every column. Each ``>= 1``.
         pool_layers: How many of the first convolutions are followed by pooling (none: all);
             ``0..len(channels)``. The poolings must not shrink the image to nothing.
         readout: ``"flatten"``: the whole final feature map (size derived from the data set's
@@ -57,6 +62,10 @@ class CNNImageEncoder(Encoder):
         dense: Width of the final dense + ReLU layer; ``0`` drops the layer. Negative is an
             error (``model.encoders.image.dense: must be >= 1, or 0 for no dense layer; got
             -1``).
+        tokens: The token sequence: ``"positions"``, one token per position of the final
+            feature map (``H' * W'`` tokens of width ``channels[-1]``); ``"columns"``, one
+            per column, left to right (``W'`` tokens of width ``H' * channels[-1]``).
+            The embedding does not depend on it.
     """
 
     test_settings = {"channels": [4, 8], "dense": 16}
@@ -69,10 +78,11 @@ class CNNImageEncoder(Encoder):
         channels: tuple[int, ...] = (32, 64),
         kernel_size: int | tuple[int, ...] = 3,
         pool: Pool = "max",
-        pool_size: int = 2,
+        pool_size: int | tuple[int, int] = 2,
         pool_layers: int | None = None,
         readout: Literal["flatten", "avg", "max"] = "flatten",
         dense: int = 128,
+        tokens: Literal["positions", "columns"] = "positions",
         rngs: nnx.Rngs,
     ):
         if len(input_shape) not in (2, 3):
@@ -92,7 +102,8 @@ class CNNImageEncoder(Encoder):
                                pool_size=pool_size, pool_layers=pool_layers, rngs=rngs)
         oh, ow = self.convs.output_hw(h, w)
         if oh < 1 or ow < 1:
-            raise ConfigError(f"{pool_layers} poolings of size {pool_size} shrink a {h}x{w} image "
+            size = "x".join(map(str, self.convs.pool_size))
+            raise ConfigError(f"{pool_layers} poolings of size {size} shrink a {h}x{w} image "
                               f"to nothing", key="pool_layers",
                               hint="use fewer pool_layers or a smaller pool_size")
         self.readout = readout
@@ -100,7 +111,11 @@ class CNNImageEncoder(Encoder):
         flat = oh * ow * channels[-1] if readout == "flatten" else channels[-1]
         self.dense = nnx.Linear(flat, dense, rngs=rngs) if dense > 0 else None
         self.out_features = dense if dense > 0 else flat
-        self.token_features = channels[-1]
+        if tokens not in ("positions", "columns"):
+            raise ConfigError(f"must be 'positions' or 'columns', got {tokens!r}", key="tokens")
+        # not ``self.tokens``: that is the method
+        self.token_layout = tokens
+        self.token_features = channels[-1] * (oh if tokens == "columns" else 1)
 
     def torch_layout(self) -> dict[str, layouts.FromTorch]:
         """The parameters from a PyTorch state dict (the class docstring's module)."""
@@ -129,6 +144,9 @@ class CNNImageEncoder(Encoder):
         return jax.nn.relu(self.dense(f)) if self.dense is not None else f
 
     def tokens(self, x: jax.Array) -> TokenSequence:
-        f = self._feature_map(x)
-        seq = f.reshape(f.shape[0], -1, f.shape[-1])
+        f = self._feature_map(x)  # [B, H', W', C]
+        if self.token_layout == "columns":  # [B, W', H' * C]: column j holds f[:, :, j]
+            seq = jnp.swapaxes(f, 1, 2).reshape(f.shape[0], f.shape[2], -1)
+        else:  # [B, H' * W', C], row by row
+            seq = f.reshape(f.shape[0], -1, f.shape[-1])
         return TokenSequence(seq, jnp.ones(seq.shape[:2], bool))

@@ -27,6 +27,8 @@ class SpectrogramAudioEncoder(Encoder):
     The spectrogram ``[B, frames, n_mels]`` is treated as a one-channel image.
     ``sample_rate`` defaults to the data set's.  The token sequence is one token
     per pooled spectrogram frame: the conv features of every mel band at that time.
+    ``pool_size = [1, 2]`` pools frequency only: the token sequence then keeps the time
+    resolution, one token per frame (what a CTC head aligns a transcript to).
 
     Under mixed precision the waveform arrives in float32 (``full_precision_input``)
     and the STFT and mel filterbank run in float32; the log-mel spectrogram is cast
@@ -40,7 +42,8 @@ class SpectrogramAudioEncoder(Encoder):
     Output width: ``dense``; without the dense layer, ``channels[-1]`` for ``avg``/``max``,
     ``M' * channels[-1]`` for ``time_avg`` and ``T' * M' * channels[-1]`` for ``flatten``,
     where ``T' x M'`` is the ``frames x n_mels`` spectrogram after the poolings (each
-    pooling floor-divides both by ``pool_size``).  Example: ``examples/avdigits.toml``
+    pooling floor-divides frames by the time size of ``pool_size`` and mel bands by its
+    frequency size).  Example: ``examples/avdigits.toml``
     (6000 samples, ``hop_length = 128``, ``n_mels = 40``, two poolings of 2) flattens
     ``11 x 10 x 32 = 3520`` features into its dense layer.  Token sequence: one token per
     spectrogram frame after the conv stack, holding every mel band's channels: width
@@ -73,7 +76,9 @@ class SpectrogramAudioEncoder(Encoder):
             ``channels``. Each ``>= 1``.
         pool: Pooling after each of the first ``pool_layers`` convolutions; ``"none"``
             disables it.
-        pool_size: Pooling window and stride. ``>= 1``.
+        pool_size: Pooling window and stride: one size (square), or ``[time, frequency]``,
+            e.g. ``[1, 2]`` to pool frequency only and keep every frame (one token per frame,
+            for a CTC alignment). Each ``>= 1``.
         pool_layers: How many of the first convolutions are followed by pooling (none: all);
             must not shrink the ``frames x n_mels`` spectrogram to nothing.
         readout: ``"avg"``/``"max"``: global pooling over time and mel bins. ``"time_avg"``:
@@ -105,7 +110,7 @@ class SpectrogramAudioEncoder(Encoder):
         channels: tuple[int, ...] = (32, 64),
         kernel_size: int | tuple[int, ...] = 3,
         pool: Pool = "max",
-        pool_size: int = 2,
+        pool_size: int | tuple[int, int] = 2,
         pool_layers: int | None = None,
         readout: Literal["avg", "max", "time_avg", "flatten"] = "avg",
         dense: int = 128,

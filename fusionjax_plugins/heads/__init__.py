@@ -14,3 +14,7 @@ def fusionjax_register_components(registrar):
         summary="MLP -> real values; MSE, MAE or Huber loss; MSE, MAE, R^2")
     add("contrastive", f"{__name__}.contrastive:ContrastiveHead",
         summary="InfoNCE between two modalities' embeddings, learned temperature; recall@k")
+    add("ctc", f"{__name__}.ctc:CTCHead",
+        summary="per-frame logits over one modality's tokens; CTC loss; greedy/prefix beam search")
+    add("decoder", f"{__name__}.decoder:DecoderHead",
+        summary="Transformer decoder over all modalities' tokens; teacher forcing; greedy/beam search")

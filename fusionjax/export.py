@@ -67,8 +67,14 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *,
     from fusionjax.interfaces import mask_key
     from fusionjax.rundir import RunDir, load_run
 
-    run = load_run(RunDir(run_dir).path)
+    run_path = RunDir(run_dir).path
+    head_type = RunDir(run_path).read_config().get("model", {}).get("head", {}).get("type")
+    run = load_run(run_path)
     model, dataset = run.model, run.assembly.dataset
+    if not type(model.head).answer_from_outputs:
+        raise ConfigError(f"the {head_type} head of {run_path} answers by a search that runs its "
+                          "parameters again (e.g. a decoder's beam search), and an export holds "
+                          "the forward pass only", hint="serve the run instead: fusionjax serve RUN_DIR")
     modalities = model.modalities
     graphdef, state = nnx.split(model)
 
@@ -185,6 +191,8 @@ def _answer_spec(run, exported) -> dict[str, Any]:
     spec["kind"] = probe.kind
     if hasattr(probe, "threshold"):
         spec["threshold"] = probe.threshold
+    if hasattr(head, "vocabulary"):  # a sequence head's text: ids -> tokens, joined by the separator
+        spec["vocabulary"], spec["separator"] = list(head.vocabulary), head.separator
     return spec
 
 

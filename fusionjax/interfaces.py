@@ -167,6 +167,9 @@ class Head(nnx.Module, abc.ABC):
     # True when its metrics compare the examples of a batch with each other (in-batch
     # retrieval): they add up over whole batches, not over the halves of one.
     metrics_within_batch: ClassVar[bool] = False
+    # False when its answer needs more than its outputs (a decoder's search runs its own
+    # parameters again): ``fusionjax export``, which writes the forward pass only, refuses it.
+    answer_from_outputs: ClassVar[bool] = True
 
     @abc.abstractmethod
     def __call__(self, features: Array, *args: Any) -> Array: ...

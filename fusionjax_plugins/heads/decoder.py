@@ -159,6 +159,7 @@ class DecoderHead(Head):
     """
 
     inputs: ClassVar[Literal["fused", "embeddings", "tokens"]] = "tokens"
+    answer_from_outputs = False  # the searches run the decoder: not in an exported forward pass
     test_settings = {"features": 8, "layers": 1, "heads": 2, "beam": 2}
     test_labels = TargetVocabulary.of("abcd", " ").spec(3)
 

@@ -88,7 +88,10 @@ def read_example(assembly: Assembly, inputs: Mapping[str, str]) -> Example:
 def answer_kind(assembly: Assembly, model=None) -> str:
     """The kind of :class:`~fusionjax.answers.Answer` the run's head gives, from one
     abstract forward pass (no parameters needed: ``model`` defaults to the abstract
-    model); a :class:`ConfigError` for a head without a single-example answer."""
+    model); a :class:`ConfigError` for a head without a single-example answer.  The
+    answer itself is probed with real parameters (without ``model``, the head's random
+    initialisation): a head's answer may run them again, e.g. a decoder's beam search."""
+    head = model.head if model is not None else assembly.head.build(0)
     model = model if model is not None else assembly.abstract_model()
     graphdef, state = nnx.split(model)
     spec = assembly.dataset.spec
@@ -98,7 +101,7 @@ def answer_kind(assembly: Assembly, model=None) -> str:
         batch[mask_key(m)] = jax.ShapeDtypeStruct((1,), np.dtype(bool))
     shapes = jax.eval_shape(lambda s, b: nnx.merge(graphdef, s)(b), state, batch)
     zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
-    return model.head.answer(zeros, label_names=assembly.dataset.label_names)[0].kind
+    return head.answer(zeros, label_names=assembly.dataset.label_names)[0].kind
 
 
 class Predictor:

@@ -71,6 +71,7 @@ def test_decoder_learns_to_caption_strips_and_never_recompiles(tmp_path):
     import fusionjax as fj
     from fusionjax.assembly import assemble
     from fusionjax.config import load_config
+    from fusionjax.prediction import answer_kind
     from fusionjax.training.loop import train
     from fusionjax_plugins.heads import decoder
 
@@ -82,6 +83,8 @@ def test_decoder_learns_to_caption_strips_and_never_recompiles(tmp_path):
 
     run = fj.load_run(tmp_path / "run")
     _test_strip_png(run, tmp_path / "strip.png")
+    # what `fusionjax predict` checks before the run loads: the kind, from the assembly alone
+    assert answer_kind(run.assembly) == "text"
     predictor = run.predictor(max_batch=4)
     predictor.warm_up()
     compiled = (predictor.compilations(), decoder._beam_search._cache_size())

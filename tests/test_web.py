@@ -164,9 +164,14 @@ def test_page_shows_every_answer_kind(page):
     expect(ranked).to_have_count(0)
     page.evaluate("showAnswer", {"kind": "values", "value": [[1.5, 2.0]], "absent": []})
     expect(page.locator("#detail")).to_have_text("[[1.5,2]]")
-    page.evaluate("showAnswer", {"kind": "text", "text": "seven plus four", "score": -1.25, "absent": []})
+    page.evaluate("showAnswer", {"kind": "text", "text": "seven plus four", "score": -0.25,
+                                 "alternatives": [{"text": "seven plus four", "score": -0.25},
+                                                  {"text": "seven plus five", "score": -2.0}],
+                                 "absent": []})
     expect(answer).to_have_text("seven plus four")
-    expect(note).to_have_text("score -1.250")
+    expect(note).to_have_text("log-probability -0.250")
+    expect(ranked.locator(".name")).to_have_text(["seven plus four", "seven plus five"])
+    expect(ranked.locator(".pct")).to_have_text(["77.9%", "13.5%"])  # exp(-0.25), exp(-2)
     expect(page.locator("#detail")).to_be_hidden()
     expect(page.locator("#absent")).to_be_hidden()
 

@@ -335,10 +335,13 @@ def assemble(config: Mapping[str, Any], registry: Registry | None = None, *,
     except ConfigError as e:
         if e.key != "model.head.num_classes" or label is None or dataset.num_classes is not None:
             raise
+        hint = ("use a head for those labels, e.g. type = \"regression\" for real values, or set "
+                "num_classes if they really are classes")
+        if "vocabulary" in label.metadata:
+            hint = ("its labels are token sequences (a transcript, a caption): use a sequence head, "
+                    "type = \"ctc\" or \"decoder\", without a [model.fusion]")
         raise ConfigError(f"{e.message}; data set {data_name!r} has no classes (its labels: shape "
-                          f"{tuple(label.shape)}, {label.dtype})", key=e.key,
-                          hint="use a head for those labels, e.g. type = \"regression\" for real "
-                               "values, or set num_classes if they really are classes") from None
+                          f"{tuple(label.shape)}, {label.dtype})", key=e.key, hint=hint) from None
     if label is not None:
         abstract_head = _abstract(head, "head")  # its own errors already carry their key path
         try:

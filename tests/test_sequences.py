@@ -110,3 +110,14 @@ def test_target_vocabulary_round_trip_and_errors():
     with pytest.raises(ConfigError, match="separator|must be") as e:
         TargetVocabulary.of(["a"], "-")
     assert e.value.key == "separator"
+
+
+def test_a_class_head_on_sequence_labels_is_pointed_to_the_sequence_heads():
+    from fusionjax.assembly import assemble
+
+    config = {"model": {"encoders": {"image": {"type": "cnn_image"}}, "fusion": {"type": "concat"},
+                        "head": {"type": "classification"}},
+              "data": {"type": "digit_strips", "train_size": 64, "test_size": 32}}
+    with pytest.raises(ConfigError) as e:
+        assemble(config)
+    assert e.value.key == "model.head.num_classes" and '"ctc" or "decoder"' in e.value.hint

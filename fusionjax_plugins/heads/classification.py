@@ -69,7 +69,10 @@ class ClassificationHead(Head):
         dtype = np.dtype(spec.dtype)
         if tuple(spec.shape) == () and np.issubdtype(dtype, np.integer):
             return
-        if len(spec.shape) == 1 and spec.shape[0] > 1:
+        if "vocabulary" in (spec.metadata or {}):
+            hint = ('labels that are token sequences (a transcript, a caption) need a sequence head: '
+                    'type = "ctc" or "decoder", without a [model.fusion]')
+        elif len(spec.shape) == 1 and spec.shape[0] > 1:
             hint = ('labels that are vectors of 0/1 per class (multi-hot) need type = "multilabel"; '
                     'real-valued vectors need type = "regression"')
         elif np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.bool_):

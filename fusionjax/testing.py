@@ -232,13 +232,20 @@ def fusion_inputs(batch_size: int = BATCH, seed: int = 0, *, tokens: bool = True
            for m, w in FUSION_IN_FEATURES.items()}
     if not tokens:
         return emb, None
+    return emb, _token_sequences(FUSION_TOKEN_FEATURES, FUSION_TOKEN_LENGTHS, batch_size, rng)
+
+
+def _token_sequences(features: Mapping[str, int], lengths: Mapping[str, int], batch_size: int,
+                     rng: np.random.Generator) -> dict[str, TokenSequence]:
+    """Standard-normal ``{m: [B, lengths[m], features[m]]}`` token sequences, each row valid
+    up to a random length of at least 1."""
     seqs = {}
-    for m, d in FUSION_TOKEN_FEATURES.items():
-        t = FUSION_TOKEN_LENGTHS[m]
-        lengths = rng.integers(1, t + 1, (batch_size, 1))
+    for m, d in features.items():
+        t = lengths[m]
+        valid = np.arange(t) < rng.integers(1, t + 1, (batch_size, 1))
         seqs[m] = TokenSequence(jnp.asarray(rng.standard_normal((batch_size, t, d)), jnp.float32),
-                                jnp.asarray(np.arange(t) < lengths))
-    return emb, seqs
+                                jnp.asarray(valid))
+    return seqs
 
 
 # ---- building ----------------------------------------------------------------------------
@@ -913,14 +920,8 @@ def head_tokens(batch_size: int, seed: int = 0) -> dict[str, TokenSequence]:
     """Token sequences ``{m: [B, HEAD_TOKEN_LENGTHS[m], HEAD_TOKEN_FEATURES[m]]}`` for a head
     with ``inputs = "tokens"`` (standard normal), each row valid up to a random length of
     at least 1."""
-    rng = np.random.default_rng([seed, 3])
-    seqs = {}
-    for m, d in HEAD_TOKEN_FEATURES.items():
-        t = HEAD_TOKEN_LENGTHS[m]
-        lengths = rng.integers(1, t + 1, (batch_size, 1))
-        seqs[m] = TokenSequence(jnp.asarray(rng.standard_normal((batch_size, t, d)), jnp.float32),
-                                jnp.asarray(np.arange(t) < lengths))
-    return seqs
+    return _token_sequences(HEAD_TOKEN_FEATURES, HEAD_TOKEN_LENGTHS, batch_size,
+                            np.random.default_rng([seed, 3]))
 
 
 HEAD_CHECKS = (head_accepts_its_labels, head_output, *MODULE_CHECKS, head_metric_stats_ignore_padding,

@@ -66,6 +66,21 @@ def mnist_float(images: np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=4)
 def fsdd(folder: Path, split: str, sample_rate: int, num_samples: int, align: Align) -> Recordings:
     """Every recording of an FSDD split, decoded, at ``sample_rate``, cut to ``num_samples``."""
+    files = fsdd_files(folder, split)
+    recordings = folder / "recordings"
+    # one thread: decoding is Python-bound (the GIL), and threads measured 3x slower
+    audio = [load_audio(f, sample_rate=sample_rate, num_samples=num_samples, align=align)
+             for f, _, _ in files]
+    labels = np.array([d for _, d, _ in files], np.int32)
+    missing = sorted(set(range(10)) - set(labels.tolist()))
+    if missing:
+        raise DataError(f"{recordings}: no {split} recordings of digit(s) {missing}")
+    return Recordings(np.stack(audio).astype(np.float32), labels, tuple(p.name for p, _, _ in files))
+
+
+def fsdd_files(folder: Path, split: str) -> list[tuple[Path, int, str]]:
+    """``(path, digit, speaker)`` of every recording of an FSDD split, sorted by file name
+    (the split rule above); a DataError when there is no recordings folder or no recording."""
     recordings = folder / "recordings"
     if not recordings.is_dir():
         raise DataError(f"{recordings}: FSDD recordings folder not found")
@@ -73,14 +88,7 @@ def fsdd(folder: Path, split: str, sample_rate: int, num_samples: int, align: Al
     for path in sorted(recordings.iterdir()):
         m = FSDD_NAME.match(path.name)
         if m and (int(m.group(3)) in FSDD_TEST_INDICES) == (split == "test"):
-            files.append((path, int(m.group(1))))
+            files.append((path, int(m.group(1)), m.group(2)))
     if not files:
         raise DataError(f"{recordings}: no {split} recordings named <digit>_<speaker>_<index>.wav")
-    # one thread: decoding is Python-bound (the GIL), and threads measured 3x slower
-    audio = [load_audio(f, sample_rate=sample_rate, num_samples=num_samples, align=align)
-             for f, _ in files]
-    labels = np.array([d for _, d in files], np.int32)
-    missing = sorted(set(range(10)) - set(labels.tolist()))
-    if missing:
-        raise DataError(f"{recordings}: no {split} recordings of digit(s) {missing}")
-    return Recordings(np.stack(audio).astype(np.float32), labels, tuple(p.name for p, _ in files))
+    return files

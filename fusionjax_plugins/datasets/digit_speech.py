@@ -19,10 +19,10 @@ import numpy as np
 from fusionjax.data.audio import load_audio, read_wav, resample
 from fusionjax.data.locate import data_dir
 from fusionjax.errors import ConfigError, DataError
-from fusionjax.interfaces import LABEL, Batch, Dataset, FieldSpec
+from fusionjax.interfaces import LABEL, Batch, FieldSpec
 from fusionjax.sequences import PAD, TargetVocabulary
 from fusionjax_plugins.datasets import digit_sources as sources
-from fusionjax_plugins.datasets.digits_base import SPLITS, DigitsBase
+from fusionjax_plugins.datasets.digits_base import DrawnDigits
 
 DIGITS = TargetVocabulary.of("0123456789", "")
 DIGIT_IDS = np.array([DIGITS.tokens.index(str(d)) for d in range(10)], np.int32)
@@ -68,16 +68,7 @@ def trim(x: np.ndarray, sample_rate: int) -> np.ndarray:
 @functools.lru_cache(maxsize=4)
 def fsdd_clips(folder: Path, split: str, sample_rate: int) -> Clips:
     """Every recording of an FSDD split, mono, at ``sample_rate``, trimmed; read once."""
-    recordings = folder / "recordings"
-    if not recordings.is_dir():
-        raise DataError(f"{recordings}: FSDD recordings folder not found")
-    files = []
-    for path in sorted(recordings.iterdir()):
-        m = sources.FSDD_NAME.match(path.name)
-        if m and (int(m.group(3)) in sources.FSDD_TEST_INDICES) == (split == "test"):
-            files.append((path, int(m.group(1)), m.group(2)))
-    if not files:
-        raise DataError(f"{recordings}: no {split} recordings named <digit>_<speaker>_<index>.wav")
+    files = sources.fsdd_files(folder, split)
     clips = []
     for path, _, _ in files:
         x, rate = read_wav(path)
@@ -90,7 +81,7 @@ def fsdd_clips(folder: Path, split: str, sample_rate: int) -> Clips:
                  speaker_names=speaker_names, names=tuple(p.name for p, _, _ in files))
 
 
-class DigitSpeech(Dataset):
+class DigitSpeech(DrawnDigits):
     """Audio -> text: each example (``audio``, float32 ``[num_samples]``) is an utterance of
     ``min_digits..max_digits`` random digits by one speaker of the Free Spoken Digit Dataset:
     recordings of that speaker, each trimmed to its sound (leading and trailing 10 ms frames
@@ -127,7 +118,6 @@ class DigitSpeech(Dataset):
     """
 
     test_settings = {"train_size": 24, "test_size": 12}
-    splits = SPLITS
     label_names = None
     num_classes = None
 
@@ -253,9 +243,6 @@ class DigitSpeech(Dataset):
                     break
                 audio[i, at:at + clips.length[rec]] = clips.clip(rec)
         return {"audio": audio, LABEL: draws[LABEL][rows]}
-
-    # the digit data sets' batching: train re-drawn every epoch, test one fixed draw
-    batches = DigitsBase.batches
 
     # -- new inputs ----------------------------------------------------------------------------
     def encode(self, modality: str, value: str) -> np.ndarray:

@@ -13,16 +13,16 @@ import numpy as np
 from fusionjax.data.image import read_image
 from fusionjax.data.locate import data_dir
 from fusionjax.errors import ConfigError, DataError
-from fusionjax.interfaces import LABEL, Batch, Dataset, FieldSpec
+from fusionjax.interfaces import LABEL, Batch, FieldSpec
 from fusionjax.sequences import PAD
 from fusionjax_plugins.datasets import digit_sources as sources
 from fusionjax_plugins.datasets.digit_speech import DIGIT_IDS, DIGITS
-from fusionjax_plugins.datasets.digits_base import SPLITS, DigitsBase
+from fusionjax_plugins.datasets.digits_base import DrawnDigits
 
 SIDE = 28  # an MNIST digit is SIDE x SIDE
 
 
-class DigitStrips(Dataset):
+class DigitStrips(DrawnDigits):
     """Image -> text: each example (``image``, float32 ``[28, width, 1]``, normalised with
     MNIST's mean and standard deviation) is a strip of ``min_digits..max_digits`` random
     MNIST digits side by side, left to right, ``0..max_gap`` pixels apart, from a random left
@@ -50,7 +50,6 @@ class DigitStrips(Dataset):
     """
 
     test_settings = {"train_size": 24, "test_size": 12}
-    splits = SPLITS
     label_names = None
     num_classes = None
 
@@ -119,9 +118,6 @@ class DigitStrips(Dataset):
                     break
                 strips[i, :, at:at + SIDE] = images[index]
         return {"image": sources.mnist_float(strips), LABEL: draws[LABEL][rows]}
-
-    # the digit data sets' batching: train re-drawn every epoch, test one fixed draw
-    batches = DigitsBase.batches
 
     # -- new inputs ----------------------------------------------------------------------------
     def encode(self, modality: str, value: str) -> np.ndarray:

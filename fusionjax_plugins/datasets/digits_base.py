@@ -16,7 +16,43 @@ from fusionjax_plugins.datasets import digit_sources as sources
 SPLITS = ("train", "test")
 
 
-class DigitsBase(Dataset):
+class DrawnDigits(Dataset):
+    """The digit data sets' examples: drawn from a split's sources (which images, which
+    recordings, ...) by :meth:`draw`, made into arrays by :meth:`materialise`.  Train
+    examples are re-drawn every epoch, the test examples are one fixed draw; the per-example
+    generators make noise independent of the batching.  Subclasses set ``self.seed``."""
+
+    splits = SPLITS
+    seed: int
+
+    def draw(self, split: str, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Index arrays (``{"image": [n], ..., "label": [n]}``) of ``n`` examples of a split."""
+        raise NotImplementedError
+
+    def materialise(self, split: str, draws: dict[str, np.ndarray], rows: np.ndarray,
+                    rngs: list[np.random.Generator]) -> Batch:
+        """Arrays for ``rows`` of ``draws``; ``rngs`` has one generator per row, seeded by
+        the example itself."""
+        raise NotImplementedError
+
+    def batches(self, split: str, batch_size: int, *, seed: int, shuffle: bool,
+                drop_remainder: bool) -> Iterator[Batch]:
+        n = self.size(split)
+        # Train examples are re-drawn every epoch (the loop passes a new seed); the
+        # test examples are one fixed draw, whatever the seed.
+        epoch_seed = seed if split == "train" else 0
+        rng = np.random.default_rng([self.seed, SPLITS.index(split), epoch_seed])
+        draws = self.draw(split, n, rng)
+        order = rng.permutation(n) if shuffle else np.arange(n)
+        stop = n - n % batch_size if drop_remainder else n
+        for start in range(0, stop, batch_size):
+            rows = order[start:start + batch_size]
+            rngs = [np.random.default_rng([self.seed, SPLITS.index(split), epoch_seed, int(r)])
+                    for r in rows]
+            yield self.materialise(split, draws, rows, rngs)
+
+
+class DigitsBase(DrawnDigits):
     """Image + audio digit data.  Subclasses implement :meth:`draw`: the examples of
     a split as index arrays (which MNIST image, which recording, ...), from an rng."""
 
@@ -44,8 +80,6 @@ class DigitsBase(Dataset):
     def recordings(self, split: str) -> sources.Recordings:
         return sources.fsdd(self.fsdd_dir, split, self.sample_rate, self.num_samples, self.align)
 
-    splits = SPLITS
-
     def size(self, split: str) -> int:
         self.check_split(split)
         requested = self.requested[split]
@@ -58,10 +92,6 @@ class DigitsBase(Dataset):
         return {"root": self.root}
 
     # -- examples ------------------------------------------------------------------------------
-    def draw(self, split: str, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """Index arrays ``{"image": [n], "audio": [n], ..., "label": [n]}`` for a split."""
-        raise NotImplementedError
-
     def materialise(self, split: str, draws: dict[str, np.ndarray], rows: np.ndarray,
                     rngs: list[np.random.Generator]) -> Batch:
         """Arrays for ``rows`` of ``draws``; ``rngs`` has one generator per row, seeded by
@@ -71,22 +101,6 @@ class DigitsBase(Dataset):
         return {"image": sources.mnist_float(images[draws["image"][rows]]),
                 "audio": audio[draws["audio"][rows]],
                 LABEL: draws[LABEL][rows]}
-
-    def batches(self, split: str, batch_size: int, *, seed: int, shuffle: bool,
-                drop_remainder: bool) -> Iterator[Batch]:
-        n = self.size(split)
-        # Train examples are re-drawn every epoch (the loop passes a new seed); the
-        # test examples are one fixed draw, whatever the seed.
-        epoch_seed = seed if split == "train" else 0
-        rng = np.random.default_rng([self.seed, SPLITS.index(split), epoch_seed])
-        draws = self.draw(split, n, rng)
-        order = rng.permutation(n) if shuffle else np.arange(n)
-        stop = n - n % batch_size if drop_remainder else n
-        for start in range(0, stop, batch_size):
-            rows = order[start:start + batch_size]
-            rngs = [np.random.default_rng([self.seed, SPLITS.index(split), epoch_seed, int(r)])
-                    for r in rows]
-            yield self.materialise(split, draws, rows, rngs)
 
     # -- new inputs ----------------------------------------------------------------------------
     def encode(self, modality: str, value: str) -> np.ndarray:

@@ -19,12 +19,12 @@ NumPy only at import (the benchmark sets JAX's platform before importing JAX).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from fusionjax.data.batching import array_batches
+from fusionjax.data.sources import ArraySource
 from fusionjax.errors import ConfigError
 from fusionjax.interfaces import LABEL, Batch, Dataset, FieldSpec
 
@@ -82,10 +82,8 @@ class ReferenceShapes(Dataset):
             self._cache[split] = {"image": image, "text": tokens, "audio": audio, LABEL: labels}
         return self._cache[split]
 
-    def batches(self, split: str, batch_size: int, *, seed: int, shuffle: bool,
-                drop_remainder: bool) -> Iterator[Batch]:
-        return array_batches(self.arrays(split), batch_size, seed=seed, shuffle=shuffle,
-                             drop_remainder=drop_remainder)
+    def source(self, split: str, *, seed: int) -> ArraySource:
+        return ArraySource(self.arrays(split))
 
 
 def registry():

@@ -26,6 +26,7 @@ from flax import nnx
 from fusionjax import fast_paths, transfer
 from fusionjax.config.schema import TrainConfig, check_top_level, train_config
 from fusionjax.config.validation import as_config_value, bind, signature_params
+from fusionjax.data.pipeline import PipelineSettings
 from fusionjax.errors import ComponentError, ConfigError, DataError, capped, did_you_mean, shown
 from fusionjax.interfaces import LABEL, Dataset, Encoder, Fusion, Head
 from fusionjax.model import FusionModel
@@ -119,6 +120,8 @@ class Assembly:
     # update number (0-based) -> learning rate; None for an optimiser without one
     learning_rate: Callable[[Any], Any] | None = None
     devices: int = 1  # the device count the batch sizes were checked against
+    pipeline: PipelineSettings = PipelineSettings()  # data.workers, data.augment
+    augmenter: Any = None  # the training examples' augmentations (fusionjax.augmentation)
 
     def learning_rate_at(self, update: int) -> float | None:
         """The learning rate of optimiser update ``update`` (0-based: the first train step
@@ -164,7 +167,9 @@ class Assembly:
         model["head"] = self.head.resolved()
         return {
             "model": model,
-            "data": {**self.data_part.resolved(), **self.dataset.resolved_settings()},
+            "data": {**self.data_part.resolved(), **self.dataset.resolved_settings(),
+                     "workers": self.pipeline.workers,
+                     **({"augment": self.augmenter.resolved()} if self.augmenter else {})},
             "train": dataclasses.asdict(self.train),
         }
 
@@ -219,7 +224,7 @@ def _part(spec: ComponentSpec, section: dict, key: str, injected: dict, defaults
     must agree with any value the user set."""
     params, _ = signature_params(spec.load())
     owner = f"{spec.kind} {spec.describe()}"
-    own = ("type", *Training.KEYS) if spec.kind != "dataset" else ("type",)
+    own = ("type", *Training.KEYS) if spec.kind != "dataset" else ("type", *PipelineSettings.KEYS)
     training = Training.from_section(section, key) if spec.kind != "dataset" else Training()
     user = {k: v for k, v in section.items() if k not in own}
     for name, (value, source) in defaults.items():
@@ -267,6 +272,8 @@ def assemble(config: Mapping[str, Any], registry: Registry | None = None, *,
     data_part = _part(data_spec, config["data"], "data", {}, {})
     dataset = data_part.build(train.seed)
     _check_data(dataset, data_spec.qualified_name, train)
+    pipeline = PipelineSettings(**{k: v for k, v in config["data"].items() if k in PipelineSettings.KEYS})
+    augmenter = _augmenter(pipeline.augment, dataset, registry)
     data_name = data_spec.qualified_name
 
     model_cfg = config["model"]
@@ -358,10 +365,20 @@ def assemble(config: Mapping[str, Any], registry: Registry | None = None, *,
     groups = {_param_prefix(p.key): (p.training.trainable, p.training.lr_scale)
               for p in [*encoders.values(), *([fusion] if fusion else []), head]}
     assembly = Assembly(config, dataset, data_part, encoders, fusion, head, train,
-                        per_component(optimizer.transform, groups), optimizer.learning_rate, devices)
+                        per_component(optimizer.transform, groups), optimizer.learning_rate, devices,
+                        pipeline, augmenter)
     _check_forward(assembly, widths, fused)
     fast_paths.check()  # FUSIONJAX_FAST_PATHS, now that the components declared theirs
     return assembly
+
+
+def _augmenter(section, dataset: Dataset, registry: Registry):
+    """The ``data.augment`` section's augmentations, checked against the data set."""
+    if not section:
+        return None
+    from fusionjax.augmentation import Augmenter
+
+    return Augmenter.from_config(section, dataset, registry, key="data.augment")
 
 
 def _check_tokens(encoders: Mapping[str, Part], token_widths: Mapping[str, int | None],

@@ -1,4 +1,4 @@
-"""The four interfaces every component implements, and the batch convention.
+"""The five interfaces every component implements, and the batch convention.
 
 A model is ``encoders -> fusion -> head``:
 
@@ -12,7 +12,11 @@ A model is ``encoders -> fusion -> head``:
   per-modality embeddings instead, and one with ``inputs = "tokens"``, e.g. a CTC or
   an autoregressive decoder head, the per-modality token sequences; such a model has
   no fusion);
-* a :class:`Dataset` (host side, NumPy, not a module) yields batches.
+* a :class:`Dataset` (host side, NumPy, not a module) gives random access to each
+  split's examples; :mod:`fusionjax.data.pipeline` (Grain) orders, shards, batches and
+  prefetches them, the same way for every data set;
+* an :class:`Augmentation` (host side, NumPy) alters one training example of one
+  modality, with a generator seeded by the example and the epoch.
 
 Batches are ``dict[str, array]``: one entry per modality name (``"image"``,
 ``"text"``, ...), ``"label"``, and optionally ``"mask/<modality>"`` (bool ``[B]``,
@@ -42,7 +46,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, Protocol
 
 import jax
 import numpy as np
@@ -209,6 +213,51 @@ class Head(nnx.Module, abc.ABC):
                           hint="its metrics are what it gives: use `fusionjax evaluate`")
 
 
+class Source(Protocol):
+    """Random access to one split's examples (:meth:`Dataset.source`)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]: ...
+
+
+class Augmentation(abc.ABC):
+    """One modality's training example -> a randomly altered one (host side, NumPy).
+
+    Configured per modality (``data.augment.<modality> = [{type = "...", ...}]``) and
+    applied, in that order, by the data pipeline to training examples only, after they
+    are read and before they are batched, with a generator seeded by the train seed, the
+    epoch and the example's index: a run's augmented data is reproducible, a resumed run
+    sees what the uninterrupted one saw, and the number of worker processes changes
+    nothing.  An absent input (mask false) is never augmented.
+
+    ``applies_to`` names the inputs it understands: ``"image"`` (float ``[H, W, C]``),
+    ``"audio"`` (float ``[samples]``, its spec has a ``sample_rate``) or ``"text"`` (int
+    token ids ``[length]``, its spec has a ``vocab_size``, 0 = padding, 1 = unknown).  A
+    constructor parameter named like a key of the modality's spec metadata (e.g.
+    ``sample_rate``, ``vocab_size``) is defaulted from it.
+
+    :meth:`corruption` makes it a test-time corruption too: ``fusionjax evaluate RUN
+    --corrupt audio=noise:0.5`` evaluates with the settings it gives for severity 0.5.
+    """
+
+    applies_to: ClassVar[tuple[str, ...]] = ()
+    # The smallest settings it is tested with (``fusionjax.testing``).
+    test_settings: ClassVar[Mapping[str, Any] | None] = None
+
+    @abc.abstractmethod
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``x``: one example of the modality (no batch axis); returns the same shape and
+        dtype.  Draw every random number from ``rng``."""
+
+    @classmethod
+    def corruption(cls, severity: float) -> dict[str, Any]:
+        """Constructor settings for a corruption of strength ``severity`` in ``(0, 1]``
+        (1: the strongest it is meant to test), applied to every test example."""
+        raise ConfigError(f"augmentation {cls.__name__} defines no corruption severity",
+                          hint="choose one that does: `fusionjax components list augmentation`")
+
+
 @dataclass(frozen=True)
 class FieldSpec:
     """Per-example shape and dtype of one batch entry, plus facts encoders may use
@@ -263,10 +312,30 @@ class Dataset(abc.ABC):
         """Number of examples in ``split`` (``"train"``, ``"test"``, ...)."""
 
     @abc.abstractmethod
+    def source(self, split: str, *, seed: int) -> Source:
+        """Random access to ``split``'s examples: ``source[i]`` is example ``i`` (``0 <= i <
+        size(split)``) as ``{key: array}`` with the shapes of :attr:`spec`, no batch axis.
+
+        ``seed`` is the epoch's (the training loop passes a new one each epoch): a data set
+        that draws its examples anew every epoch (the digit sets' train split) draws them
+        from it; a fixed one ignores it.  Reading an example should cost what decoding it
+        costs, not the split's: a file-backed data set decodes ``source[i]``'s files when it
+        is read (the pipeline may read it in a worker process, so a source must pickle)."""
+
+    def order(self, split: str, *, seed: int, shuffle: bool) -> np.ndarray:
+        """The order one pass reads ``split`` in: a seeded permutation when ``shuffle``."""
+        n = self.size(split)
+        return np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+
     def batches(
         self, split: str, batch_size: int, *, seed: int, shuffle: bool, drop_remainder: bool
     ) -> Iterator[Batch]:
-        """One pass over ``split``; the last batch may be short unless ``drop_remainder``."""
+        """One pass over ``split`` (through the Grain pipeline, in this process); the last
+        batch may be short unless ``drop_remainder``."""
+        from fusionjax.data.pipeline import one_pass
+
+        return one_pass(self, split, batch_size, seed=seed, shuffle=shuffle,
+                        drop_remainder=drop_remainder)
 
     def resolved_settings(self) -> dict[str, Any]:
         """Parameters to record in the run's config as actually used (e.g. the data

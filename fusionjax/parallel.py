@@ -135,3 +135,12 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Ar
         rows = len(v) // count
         out[k] = jax.make_array_from_process_local_data(sharding, v[index * rows:(index + 1) * rows])
     return out
+
+
+def place_local_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """This process's rows of a global batch (block ``process_index`` of it, as the data
+    pipeline reads them) -> global arrays split over the data axis."""
+    sharding = batch_sharding(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(dict(batch), sharding)
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}

@@ -54,7 +54,7 @@ CHECKPOINTS = "checkpoints"
 MODEL = "final_model"
 LAYOUT = (CONFIG, FACTS, METRICS, TENSORBOARD, CHECKPOINTS, MODEL)
 # keys of the resolved config that may differ between a run and its resume
-_RESUME_MAY_CHANGE = ("train.output_dir",)
+_RESUME_MAY_CHANGE = ("train.output_dir", "data.workers", "data.decode")  # same examples
 
 
 class RunDir:

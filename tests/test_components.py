@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 
 from fusionjax import testing
+from fusionjax.data.sources import ArraySource
 from fusionjax.interfaces import LABEL, Dataset, Encoder, FieldSpec, Fusion
 from fusionjax.plugins import default_registry
 from fusionjax.registry import KINDS
@@ -24,7 +25,8 @@ def test_contract(spec):
 
 
 NEEDS = {"encoder": ("test_settings", "test_input"), "fusion": ("test_settings",),
-         "head": ("test_settings", "test_labels"), "dataset": ("test_settings",)}
+         "head": ("test_settings", "test_labels"), "dataset": ("test_settings",),
+         "augmentation": ("test_settings",)}
 
 
 def test_every_bundled_component_declares_its_test_settings():
@@ -79,12 +81,11 @@ class BadData(Dataset):
         self.check_split(split)
         return 10
 
-    def batches(self, split, batch_size, *, seed, shuffle, drop_remainder):
-        rng = np.random.default_rng(seed)
-        order = rng.integers(0, 10, 10) if shuffle else np.arange(10)
-        data = {"x": np.arange(30.0).reshape(10, 3), LABEL: np.arange(10, dtype=np.int32)}
-        for start in range(0, 10, batch_size):
-            yield {k: v[order[start:start + batch_size]] for k, v in data.items()}
+    def source(self, split, *, seed):
+        return ArraySource({"x": np.arange(30.0).reshape(10, 3), LABEL: np.arange(10, dtype=np.int32)})
+
+    def order(self, split, *, seed, shuffle):
+        return np.random.default_rng(seed).integers(0, 10, 10) if shuffle else np.arange(10)
 
 
 class Undeclared(ConcatFusion):

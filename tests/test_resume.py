@@ -132,27 +132,26 @@ def test_resume_refuses_another_config_and_a_finished_run(uninterrupted, tmp_pat
 
 
 class _PoisonAfter:
-    """A data set whose training batches from the ``n``-th on carry NaN audio."""
+    """An augmentation making the audio of training batch ``n`` on NaN (the pipeline reads
+    examples in order when it has no workers)."""
 
-    def __init__(self, dataset, n):
-        self._dataset, self._n, self._served = dataset, n, 0
+    def __init__(self, n, batch_size):
+        self._first, self._served = (n - 1) * batch_size, 0
 
-    def __getattr__(self, name):
-        return getattr(self._dataset, name)
+    def resolved(self):
+        return {}
 
-    def batches(self, split, batch_size, **kw):
-        for batch in self._dataset.batches(split, batch_size, **kw):
-            if split == "train":
-                self._served += 1
-                if self._served >= self._n:
-                    batch = dict(batch, audio=np.full_like(batch["audio"], np.nan))
-            yield batch
+    def __call__(self, example, rng):
+        self._served += 1
+        if self._served > self._first:
+            example = dict(example, audio=np.full_like(example["audio"], np.nan))
+        return example
 
 
 def test_a_nan_loss_stops_the_run_naming_the_step_and_the_last_good_checkpoint(tmp_path):
     config = copy.deepcopy(RESUMABLE)
     assembly = assemble(config)
-    object.__setattr__(assembly, "dataset", _PoisonAfter(assembly.dataset, 46))
+    object.__setattr__(assembly, "augmenter", _PoisonAfter(46, assembly.train.batch_size))
     run = tmp_path / "run"
     with pytest.raises(TrainingError) as e:
         train(assembly, run, log=lambda s: None)

@@ -5,10 +5,11 @@ A checkpoint holds everything an exact resume needs:
 
 * ``state``: the :class:`~fusionjax.training.step.TrainState` -- step, parameters, the
   other variables (RNG counters, ...), the optimiser state;
-* ``meta`` (JSON): the data position (the number of training batches consumed, from
-  which the batch stream is rebuilt exactly: every epoch's order is a function of
-  ``train.seed`` and the epoch), the length of ``metrics.jsonl`` at that step, the
-  early-stopping record, and the resolved config.
+* ``meta`` (JSON): the data position -- the number of training batches consumed and
+  each process's pipeline state (Grain's iterator state, see
+  :class:`fusionjax.data.pipeline.TrainBatches`), from which the pipeline continues at
+  the next batch without reading the ones before it -- the length of ``metrics.jsonl``
+  at that step, the early-stopping record, and the resolved config.
 
 Orbax writes each checkpoint into a temporary directory and renames it when
 complete, so a process killed while writing leaves the previous checkpoints intact

@@ -9,10 +9,12 @@ between the log lines.
 
 from __future__ import annotations
 
-import itertools
+import json
 import time
-from collections.abc import Callable, Iterator
+from contextlib import closing
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
@@ -22,11 +24,11 @@ import numpy as np
 
 from fusionjax import tuning
 from fusionjax.assembly import Assembly
-from fusionjax.data.prefetch import Prefetcher
+from fusionjax.data.pipeline import TrainBatches
 from fusionjax.errors import ConfigError, TrainingError, did_you_mean
 from fusionjax.evaluation import absent_summary, evaluate, sum_stats
-from fusionjax.interfaces import LABEL, Batch
-from fusionjax.parallel import bytes_per_device, data_mesh, shard_batch
+from fusionjax.interfaces import LABEL
+from fusionjax.parallel import bytes_per_device, data_mesh, place_local_batch
 from fusionjax.rundir import RunDir
 from fusionjax.training.checkpoint import Checkpoints
 from fusionjax.training.early_stopping import Tracker, default_mode
@@ -82,10 +84,11 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
                         steps.init)
     val_split = cfg.validation_split or cfg.eval_split
     tracker = _tracker(assembly, steps)
-    state, start, keep_lines = steps.init, 0, 0
+    state, start, keep_lines, data_state = steps.init, 0, 0, None
     if latest is not None:
         state, meta = checkpoints.restore(latest, like)
         start, keep_lines = meta["batches"], meta["metrics_lines"]
+        data_state = meta["data"][jax.process_index()] if "data" in meta else None
         tracker = Tracker(**meta["tracker"]) if tracker else None
         log(f"resuming from the checkpoint of step {latest} ({checkpoints.path / str(latest)})")
 
@@ -93,22 +96,26 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
         if not bool(_all_finite(state.params)):
             raise TrainingError(f"the parameters became NaN/Inf by step {step}; "
                                 + _last_good(checkpoints))
-        checkpoints.save(step, state, {"batches": step, "metrics_lines": metrics.records,
+        checkpoints.save(step, state, {"batches": step, "data": _all_processes(batches.state()),
+                                       "metrics_lines": metrics.records,
                                        "tracker": tracker.record() if tracker else None,
                                        "config": assembly.resolved_config()},
                          best=tracker.best_step if tracker else None)
 
     metrics = open_writers(run, enabled=writer, keep_lines=keep_lines)
-    # A background thread reads and places batch n+1 while the device runs batch n.
-    batches = Prefetcher(_epochs(assembly, cfg.batch_size, cfg.seed, start=start),
-                         lambda b: shard_batch(b, mesh), size=2)
+    # The data pipeline reads, augments and places batch n+1 while the device runs batch n;
+    # each process reads only its rows; a resumed run continues at the checkpoint's batch.
+    batches = TrainBatches(assembly.dataset, cfg.batch_size, seed=cfg.seed, steps=cfg.steps,
+                           place=partial(place_local_batch, mesh=mesh), process=jax.process_index(),
+                           processes=jax.process_count(), settings=assembly.pipeline,
+                           augment=assembly.augmenter, start=start, resume=data_state)
     pending: list[dict] = []
     t_start = t_last = time.perf_counter()
     train_metrics: dict[str, float] = {}
     last_saved, step, evaluated = start, start, None  # (a run resumed at its last step skips the loop)
     bar = Progress(cfg.steps, cfg.batch_size, progress,
                    loss_of=lambda stats: head_finalize(jax.device_get(stats)).get("loss"))
-    with bar:
+    with bar, closing(batches):  # the pipeline's threads and workers stop however the loop ends
         log_line = bar.around(log)
         for step in range(start + 1, cfg.steps + 1):
             state, stats = steps.train(state, next(batches))
@@ -156,7 +163,6 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
                     break
             bar.update(step, stats)
 
-    batches.close()
     if tracker and cfg.restore_best and tracker.best_step is not None and tracker.best_step != step:
         state, _ = checkpoints.restore(tracker.best_step, like)
         evaluated = None  # that evaluation was of another model
@@ -237,17 +243,15 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def _epochs(assembly: Assembly, batch_size: int, seed: int, start: int = 0) -> Iterator[Batch]:
-    """Full batches of the train split, reshuffled every epoch, from batch ``start`` on.
+def _all_processes(state: dict) -> list[dict]:
+    """Every process's data position (only process 0 writes the checkpoint's meta)."""
+    if jax.process_count() == 1:
+        return [state]
+    from jax.experimental import multihost_utils
 
-    Each epoch's order depends only on ``seed`` and the epoch number, so a resumed run
-    skips whole epochs without reading them and reads the same batches it would have."""
-    per_epoch = assembly.dataset.size("train") // batch_size
-    first, skip = divmod(start, per_epoch)
-    for epoch in itertools.count(first):
-        stream = assembly.dataset.batches("train", batch_size, seed=seed * 1_000_003 + epoch,
-                                          shuffle=True, drop_remainder=True)
-        yield from itertools.islice(stream, skip if epoch == first else 0, None)
+    text = np.frombuffer(json.dumps(state).encode().ljust(4096), np.uint8)
+    every = multihost_utils.process_allgather(text)
+    return [json.loads(bytes(row).decode().rstrip()) for row in every]
 
 
 def _fmt(metrics: dict[str, float]) -> str:

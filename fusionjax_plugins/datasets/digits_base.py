@@ -1,8 +1,6 @@
-"""What the digit data sets share: where the files are, per-example drawing, batching."""
+"""What the digit data sets share: where the files are, drawing an epoch's examples."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import numpy as np
 
@@ -35,21 +33,47 @@ class DrawnDigits(Dataset):
         the example itself."""
         raise NotImplementedError
 
-    def batches(self, split: str, batch_size: int, *, seed: int, shuffle: bool,
-                drop_remainder: bool) -> Iterator[Batch]:
-        n = self.size(split)
-        # Train examples are re-drawn every epoch (the loop passes a new seed); the
-        # test examples are one fixed draw, whatever the seed.
+    def _epoch(self, split: str, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
+        """The draws of one epoch, the permutation it is read in, and its seed.  Train
+        examples are re-drawn every epoch (the loop passes a new seed); the test examples
+        are one fixed draw, whatever the seed."""
         epoch_seed = seed if split == "train" else 0
+        cached = getattr(self, "_last_epoch", None)
+        if cached is not None and cached[0] == (split, epoch_seed):
+            return cached[1]
         rng = np.random.default_rng([self.seed, SPLITS.index(split), epoch_seed])
-        draws = self.draw(split, n, rng)
-        order = rng.permutation(n) if shuffle else np.arange(n)
-        stop = n - n % batch_size if drop_remainder else n
-        for start in range(0, stop, batch_size):
-            rows = order[start:start + batch_size]
-            rngs = [np.random.default_rng([self.seed, SPLITS.index(split), epoch_seed, int(r)])
-                    for r in rows]
-            yield self.materialise(split, draws, rows, rngs)
+        draws = self.draw(split, self.size(split), rng)
+        epoch = (draws, rng.permutation(self.size(split)), epoch_seed)
+        self._last_epoch = ((split, epoch_seed), epoch)
+        return epoch
+
+    def source(self, split: str, *, seed: int) -> DrawnExamples:
+        self.check_split(split)
+        draws, _, epoch_seed = self._epoch(split, seed)
+        return DrawnExamples(self, split, draws, epoch_seed)
+
+    def order(self, split: str, *, seed: int, shuffle: bool) -> np.ndarray:
+        return self._epoch(split, seed)[1] if shuffle else np.arange(self.size(split))
+
+    def __getstate__(self):  # a worker process draws its own epochs
+        return {k: v for k, v in self.__dict__.items() if k != "_last_epoch"}
+
+
+class DrawnExamples:
+    """One epoch of a digit data set: example ``i`` is made from its draws when read, with
+    a generator seeded by the example itself (so its noise never depends on the batching)."""
+
+    def __init__(self, dataset: DrawnDigits, split: str, draws: dict[str, np.ndarray], epoch_seed: int):
+        self.dataset, self.split, self.draws, self.epoch_seed = dataset, split, draws, epoch_seed
+
+    def __len__(self) -> int:
+        return len(self.draws[LABEL])
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        d = self.dataset
+        rng = np.random.default_rng([d.seed, SPLITS.index(self.split), self.epoch_seed, int(index)])
+        batch = d.materialise(self.split, self.draws, np.array([index]), [rng])
+        return {k: v[0] for k, v in batch.items()}
 
 
 class DigitsBase(DrawnDigits):

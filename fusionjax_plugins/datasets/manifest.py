@@ -10,9 +10,14 @@ What happens when (see ``docs/data.md``):
 * **Constructor** (and so ``fusionjax config check``): reads the manifest, checks
   that every referenced file exists, reads every text (inline and text files),
   splits the rows and builds the vocabulary from the train split only.
-* **First use of a split** (:meth:`ManifestDataset.batches`): decodes all images
-  and audio of that split with a small thread pool and keeps them in memory
-  (``rows x H x W x C`` and ``rows x num_samples`` float32).
+* **Reading examples** depends on ``decode``: with ``"once"`` the first use of a split
+  decodes all its images and audio with a small thread pool and keeps them in memory
+  (``rows x H x W x C`` and ``rows x num_samples`` float32); with ``"per_read"`` nothing
+  is kept: each example's files are decoded when the pipeline reads it (in a worker
+  process, with ``data.workers``), for data bigger than memory; ``"auto"`` (the
+  default) is ``"once"`` for a split whose decoded arrays take at most
+  :data:`KEEP_DECODED_BYTES`.  ``fusionjax pack`` writes the decoded examples to a
+  file once, for epochs that neither decode nor hold them.
 
 Every problem with a row is a :class:`~fusionjax.errors.DataError` naming the
 manifest, the row's line, the column and the file; with ``on_error = "skip"`` the
@@ -44,15 +49,16 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from fusionjax.data.audio import load_audio
-from fusionjax.data.batching import array_batches
 from fusionjax.data.image import normalize, read_image
 from fusionjax.data.locate import shipped_root
+from fusionjax.data.sources import ArraySource, LazySource
 from fusionjax.data.splits import split_indices
 from fusionjax.data.text import Vocabulary, words
 from fusionjax.errors import ConfigError, DataError, capped, did_you_mean, shown
@@ -65,6 +71,7 @@ TEXT_KINDS = ("text", "text_file")
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 VOCAB_FILE = "vocab.json"
 MAX_LISTED = 5  # problems quoted in one error message
+KEEP_DECODED_BYTES = 1 << 30  # decode = "auto": a split decoded once if it fits in 1 GiB
 
 
 @dataclass
@@ -124,6 +131,13 @@ class ManifestDataset(Dataset):
         min_count: Words seen fewer times in the train split map to unknown.
         on_error: What a bad row or input does: ``"raise"``, ``"skip"`` or ``"absent"``
             (see above).
+        decode: When images and audio are decoded: ``"once"`` (a split's first use, kept
+            in memory), ``"per_read"`` (each time an example is read, nothing kept: data
+            bigger than memory) or ``"auto"`` (``"once"`` if the split's decoded arrays
+            fit in 1 GiB). With ``"per_read"``, a file found unreadable mid-epoch stops
+            the run (``"raise"``), is absent for that example (``"absent"``), or its row
+            is replaced by the split's next readable row (``"skip"``), so batches stay
+            full ([data.md](data.md#data-bigger-than-memory)).
     """
 
     # the shipped sample manifest: 36 spoken digits (FSDD) with a text each, three classes
@@ -152,6 +166,7 @@ class ManifestDataset(Dataset):
         max_vocab: int | None = None,
         min_count: int = 1,
         on_error: Literal["raise", "skip", "absent"] = "raise",
+        decode: Literal["auto", "once", "per_read"] = "auto",
     ):
         self._check_settings(locals())
         self.path = Path(path).expanduser()
@@ -160,7 +175,7 @@ class ManifestDataset(Dataset):
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.image_channels, self.image_mean, self.image_std = image_channels, image_mean, image_std
         self.sample_rate, self.num_samples, self.align = sample_rate, num_samples, align
-        self.max_len, self.on_error = max_len, on_error
+        self.max_len, self.on_error, self.decode = max_len, on_error, decode
         self.problems: list[str] = []
         self.absent_inputs: dict[str, list[str]] = {}
         self._lock = threading.Lock()
@@ -494,6 +509,60 @@ class ManifestDataset(Dataset):
     def splits(self) -> tuple[str, ...]:
         return tuple(self._splits)
 
+    def _decodes_once(self, split: str) -> bool:
+        if self.decode != "auto":
+            return self.decode == "once"
+        per_row = sum(int(np.prod(self.spec[m].shape)) * 4 for m, k in self.kinds.items() if k in DECODED)
+        return per_row * len(self._splits[split]) <= KEEP_DECODED_BYTES
+
+    def _read(self, split: str, i: int, *, tries: int = 0) -> dict[str, np.ndarray]:
+        """Example ``i`` of ``split``, its files decoded now (``decode = "per_read"``)."""
+        rows = self._splits[split]
+        row = self._rows[rows[i]]
+        out: dict[str, np.ndarray] = {}
+        absent = dict(row.absent)
+        failed = []
+        for m, kind in self.kinds.items():
+            if kind not in DECODED:
+                continue
+            if m in absent or m not in row.paths:
+                out[m] = np.zeros(self.spec[m].shape, np.float32)
+                continue
+            try:
+                out[m] = self._load(kind, row.paths[m])
+            except DataError as e:
+                if self.on_error == "absent":
+                    absent[m] = str(e)
+                    out[m] = np.zeros(self.spec[m].shape, np.float32)
+                else:
+                    failed.append(f"column {m!r}: {e}")
+        if self.on_error == "absent" and len(absent) == len(self.kinds):
+            failed.append("no usable input (" + "; ".join(
+                f"column {m!r}: {why}" for m, why in absent.items()) + ")")
+        if failed:
+            problem = f"{self.path}, line {row.line}: " + "; ".join(failed)
+            if self.on_error == "raise":
+                raise DataError(problem + "\n  hint: fix the file, or set on_error = \"skip\" or "
+                                "\"absent\" (data.md#bad-rows)")
+            with self._lock:
+                if problem not in self.problems:
+                    self.problems.append(problem)
+            if tries + 1 >= len(rows):
+                raise DataError(f"{self.path}: no row of split {split!r} can be read; e.g. {problem}")
+            return self._read(split, (i + 1) % len(rows), tries=tries + 1)  # the next readable row
+        for m in self.text_modalities:
+            out[m] = self._ids(row, m) if m not in absent else np.zeros(self.max_len, np.int32)
+        out[LABEL] = np.int32(self._label_ids[row.label])
+        if self.on_error == "absent":
+            out |= {mask_key(m): np.bool_(m not in absent) for m in self.kinds}
+        return {m: out[m] for m in self.spec}
+
+    def __getstate__(self):  # what a worker process needs: no lock, no decoded arrays
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_decoded", "_encoded")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _lock=threading.Lock(), _decoded={}, _encoded={})
+
     def _check_split(self, split: str) -> str:
         self.check_split(split)
         return split
@@ -530,10 +599,11 @@ class ManifestDataset(Dataset):
         """Rows of ``split`` (decoding a split drops rows it finds unreadable, when skipping)."""
         return len(self._splits[self._check_split(split)])
 
-    def batches(self, split: str, batch_size: int, *, seed: int, shuffle: bool,
-                drop_remainder: bool) -> Iterator[Batch]:
-        return array_batches(self.arrays(split), batch_size, seed=seed, shuffle=shuffle,
-                             drop_remainder=drop_remainder)
+    def source(self, split: str, *, seed: int) -> ArraySource | LazySource:
+        self._check_split(split)
+        if self._decodes_once(split):
+            return ArraySource(self.arrays(split))
+        return LazySource(self.size(split), partial(self._read, split))
 
     def lines(self, split: str) -> list[int]:
         """The manifest lines of ``split``'s rows, in the order of :meth:`arrays`."""

@@ -9,13 +9,12 @@ the train split only (saved with each run as ``vocab.json``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from fusionjax.data.batching import array_batches
 from fusionjax.data.locate import data_dir
+from fusionjax.data.sources import ArraySource
 from fusionjax.data.splits import split_indices
 from fusionjax.data.text import Vocabulary
 from fusionjax.errors import ConfigError, DataError, shown
@@ -133,10 +132,8 @@ class SmsSpamDataset(Dataset):
                                   LABEL: self.labels[idx]}
         return self._cache[split]
 
-    def batches(self, split: str, batch_size: int, *, seed: int, shuffle: bool,
-                drop_remainder: bool) -> Iterator[Batch]:
-        return array_batches(self.arrays(split), batch_size, seed=seed, shuffle=shuffle,
-                             drop_remainder=drop_remainder)
+    def source(self, split: str, *, seed: int) -> ArraySource:
+        return ArraySource(self.arrays(split))
 
     def encode(self, modality: str, value: str) -> np.ndarray:
         """A message's text as token ids ``[max_len]``."""

@@ -18,11 +18,10 @@ nothing) and deterministic in ``seed``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 
-from fusionjax.data.batching import array_batches
+from fusionjax.data.sources import ArraySource
 from fusionjax.errors import ConfigError
 from fusionjax.interfaces import LABEL, Batch, Dataset, FieldSpec
 
@@ -159,7 +158,5 @@ class SyntheticDataset(Dataset):
         tone = 0.5 * np.sin(2 * np.pi * freq * t[None, :] + phase)
         return (tone + 0.5 * self.noise * rng.standard_normal(tone.shape)).astype(np.float32)
 
-    def batches(self, split: str, batch_size: int, *, seed: int, shuffle: bool,
-                drop_remainder: bool) -> Iterator[Batch]:
-        return array_batches(self.arrays(split), batch_size, seed=seed, shuffle=shuffle,
-                             drop_remainder=drop_remainder)
+    def source(self, split: str, *, seed: int) -> ArraySource:
+        return ArraySource(self.arrays(split))

@@ -18,11 +18,10 @@ Generation is lazy (``config check`` costs nothing), NumPy only, and determinist
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import numpy as np
 
-from fusionjax.data.batching import array_batches
+from fusionjax.data.sources import ArraySource
 from fusionjax.errors import ConfigError, DataError
 from fusionjax.interfaces import LABEL, Batch, Dataset, FieldSpec, mask_key
 
@@ -115,10 +114,8 @@ class TopicsDataset(Dataset):
                 out[m] = np.where(present[:, None], out[m], 0).astype(np.int32)
         return out
 
-    def batches(self, split: str, batch_size: int, *, seed: int, shuffle: bool,
-                drop_remainder: bool) -> Iterator[Batch]:
-        return array_batches(self.arrays(split), batch_size, seed=seed, shuffle=shuffle,
-                             drop_remainder=drop_remainder)
+    def source(self, split: str, *, seed: int) -> ArraySource:
+        return ArraySource(self.arrays(split))
 
     def encode(self, modality: str, value: str) -> np.ndarray:
         """A raw text (words ``w<i>``, separated by spaces) as token ids ``[length]``; words

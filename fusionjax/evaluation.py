@@ -12,23 +12,31 @@ sweep runs through the same compiled step: it compiles once.  For modalities
 ``m1 .. mN`` the sweep evaluates ``2N + 1`` conditions: ``all`` (every modality as the
 data has it), ``-m`` (``m`` absent from every example) for each modality, and
 ``only m`` (every other modality absent) for each modality.
+
+The corruption sweep (:func:`corruption_sweep`) measures robustness instead: the clean
+metrics, then each modality under each registered corruption that applies to it
+(:func:`fusionjax.augmentation.applicable_corruptions`) at each of :data:`SEVERITIES`, every
+test example corrupted with a generator seeded by its index (every evaluation of a
+corruption sees the same data).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fusionjax.augmentation import SEVERITIES, applicable_corruptions, corruptions
 from fusionjax.errors import ConfigError, did_you_mean
 from fusionjax.interfaces import LABEL, mask_key
 from fusionjax.parallel import shard_batch
 
 if TYPE_CHECKING:
     from fusionjax.assembly import Assembly
+    from fusionjax.registry import Registry
     from fusionjax.rundir import Run
     from fusionjax.training.step import Steps, TrainState
 
@@ -49,8 +57,20 @@ class SweepRow(NamedTuple):
     examples: int  # examples scored (an example left with no modality is not)
 
 
+class CorruptionRow(NamedTuple):
+    modality: str | None  # the corrupted modality; None: the clean evaluation
+    corruption: str | None  # the augmentation's name; None: clean
+    severity: float  # in (0, 1]; 0.0: clean
+    metrics: dict[str, float]
+    examples: int
+
+
+# one example {key: array} and its generator -> the altered example (an Augmenter)
+Augment = Callable[[dict, np.random.Generator], dict]
+
+
 def evaluate(steps: Steps, state: TrainState, assembly: Assembly, split: str, batch_size: int,
-             mesh, *, drop: Sequence[str] = ()) -> Evaluation:
+             mesh, *, drop: Sequence[str] = (), augment: Augment | None = None) -> Evaluation:
     """Metrics over the whole of ``split``.
 
     ``drop`` names modalities to treat as absent in every example (their masks turn
@@ -58,7 +78,10 @@ def evaluate(steps: Steps, state: TrainState, assembly: Assembly, split: str, ba
     modality (all True where the data set has none), so whatever ``drop`` is, the
     batches have one structure and ``steps.eval`` compiles once.  An example left with
     no modality at all (it lacked the ones that ``drop`` keeps) is not scored: it gets
-    weight 0, and its own masks back so that the forward pass sees a valid input."""
+    weight 0, and its own masks back so that the forward pass sees a valid input.
+
+    ``augment`` (e.g. :func:`fusionjax.augmentation.corruptions`) alters every example
+    before it is batched, with ``np.random.default_rng([0, 0, index])``."""
     modalities = tuple(assembly.encoders)
     check_modalities(drop, modalities)
     drop = frozenset(drop)
@@ -66,8 +89,10 @@ def evaluate(steps: Steps, state: TrainState, assembly: Assembly, split: str, ba
         raise ConfigError("dropping every modality leaves the model nothing to read",
                           hint=f"keep at least one of: {', '.join(modalities)}")
     totals, scored = [], 0
-    for batch in assembly.dataset.batches(split, batch_size, seed=0, shuffle=False,
-                                          drop_remainder=False):
+    from fusionjax.data.pipeline import one_pass
+
+    for batch in one_pass(assembly.dataset, split, batch_size, seed=0, shuffle=False,
+                          drop_remainder=False, augment=augment):
         n = len(batch[LABEL])
         batch = dict(batch)
         weights = np.zeros(batch_size, np.float32)
@@ -108,14 +133,31 @@ def sweep(steps: Steps, state: TrainState, assembly: Assembly, split: str, batch
     return rows
 
 
+def corruption_sweep(steps: Steps, state: TrainState, assembly: Assembly, split: str,
+                     batch_size: int, mesh, *, severities: Sequence[float] = SEVERITIES,
+                     registry: Registry | None = None) -> list[CorruptionRow]:
+    """The clean evaluation of ``split``, then one per modality of the model, corruption
+    that applies to it and severity, in that order."""
+    clean = evaluate(steps, state, assembly, split, batch_size, mesh)
+    rows = [CorruptionRow(None, None, 0.0, clean.metrics, clean.examples)]
+    for m in assembly.encoders:
+        for name in applicable_corruptions(assembly.dataset.spec[m], registry):
+            for severity in severities:
+                augment = corruptions([f"{m}={name}:{severity}"], assembly.dataset, registry)
+                result = evaluate(steps, state, assembly, split, batch_size, mesh, augment=augment)
+                rows.append(CorruptionRow(m, name, float(severity), result.metrics, result.examples))
+    return rows
+
+
 # -- a finished run ------------------------------------------------------------------------
 
 def evaluate_run(run: Run, split: str | None = None, *, batch_size: int | None = None,
-                 drop: Sequence[str] = (), mesh=None) -> Evaluation:
+                 drop: Sequence[str] = (), augment: Augment | None = None, mesh=None) -> Evaluation:
     """:func:`evaluate` on a loaded run (see :func:`fusionjax.rundir.load_run`): ``split``
     defaults to its ``train.eval_split``, ``batch_size`` to its evaluation batch size."""
     steps, split, batch_size, mesh = _prepare(run, split, batch_size, mesh)
-    return evaluate(steps, steps.init, run.assembly, split, batch_size, mesh, drop=tuple(drop))
+    return evaluate(steps, steps.init, run.assembly, split, batch_size, mesh, drop=tuple(drop),
+                    augment=augment)
 
 
 def sweep_run(run: Run, split: str | None = None, *, batch_size: int | None = None,
@@ -123,6 +165,14 @@ def sweep_run(run: Run, split: str | None = None, *, batch_size: int | None = No
     """:func:`sweep` on a loaded run."""
     steps, split, batch_size, mesh = _prepare(run, split, batch_size, mesh)
     return sweep(steps, steps.init, run.assembly, split, batch_size, mesh)
+
+
+def corruption_sweep_run(run: Run, split: str | None = None, *, batch_size: int | None = None,
+                         severities: Sequence[float] = SEVERITIES, mesh=None) -> list[CorruptionRow]:
+    """:func:`corruption_sweep` on a loaded run."""
+    steps, split, batch_size, mesh = _prepare(run, split, batch_size, mesh)
+    return corruption_sweep(steps, steps.init, run.assembly, split, batch_size, mesh,
+                            severities=severities)
 
 
 def _prepare(run: Run, split: str | None, batch_size: int | None, mesh):

@@ -214,7 +214,10 @@ class Head(nnx.Module, abc.ABC):
 
 
 class Source(Protocol):
-    """Random access to one split's examples (:meth:`Dataset.source`)."""
+    """Random access to one split's examples (:meth:`Dataset.source`).  A source may also
+    have ``read_many(indices) -> {key: [len(indices), ...]}``, the same examples stacked,
+    read in one call (e.g. one fancy index into in-memory arrays): the pipeline reads a
+    batch with it when it is there."""
 
     def __len__(self) -> int: ...
 
@@ -255,7 +258,7 @@ class Augmentation(abc.ABC):
         """Constructor settings for a corruption of strength ``severity`` in ``(0, 1]``
         (1: the strongest it is meant to test), applied to every test example."""
         raise ConfigError(f"augmentation {cls.__name__} defines no corruption severity",
-                          hint="choose one that does: `fusionjax components list augmentation`")
+                          hint="choose one that does: `fusionjax components list --kind augmentation`")
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,9 @@ class Registrar:
     def dataset(self, name: str, target: Any, *, summary: str = "") -> None:
         self.add("dataset", name, target, summary=summary)
 
+    def augmentation(self, name: str, target: Any, *, summary: str = "") -> None:
+        self.add("augmentation", name, target, summary=summary)
+
     def fast_path(self, name: str, description: str, *,
                   platforms: tuple[str, ...] | None = None) -> str:
         """Declare fast path ``name``: on by default on the JAX backends ``platforms``

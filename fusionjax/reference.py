@@ -41,13 +41,16 @@ from fusionjax.config.validation import as_config_value, signature_params, type_
 from fusionjax.errors import FusionJaxError
 
 BUNDLED_PACKAGE = "fusionjax"
-KIND_TITLES = {"encoder": "Encoder", "fusion": "Fusion", "head": "Head", "dataset": "Dataset"}
+KIND_TITLES = {"encoder": "Encoder", "fusion": "Fusion", "head": "Head", "dataset": "Dataset",
+               "augmentation": "Augmentation"}
 # What assembly passes (fusionjax/assembly.py, the ``_part`` calls): ``injected`` are set by
 # fusionjax itself, ``defaults`` are taken from the data set (an encoder's from its
-# modality's metadata, which the bundled data sets fill with these names).
+# modality's metadata, which the bundled data sets fill with these names; an augmentation's
+# likewise, fusionjax/augmentation.py).
 INJECTED = {"encoder": ("input_shape",), "fusion": ("in_features", "token_features"),
             "head": ("in_features", "label_shape")}
-FROM_DATA = {"encoder": ("vocab_size", "sample_rate"), "head": ("num_classes",)}
+FROM_DATA = {"encoder": ("vocab_size", "sample_rate"), "head": ("num_classes",),
+             "augmentation": ("vocab_size", "sample_rate")}
 SECTION = "Parameters:"
 UNDOCUMENTED = "(undocumented)"
 BLOCKS = ("train", "components")

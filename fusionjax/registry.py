@@ -22,7 +22,7 @@ from typing import Any
 
 from fusionjax.errors import ComponentError, did_you_mean, shown
 
-KINDS = ("encoder", "fusion", "head", "dataset")
+KINDS = ("encoder", "fusion", "head", "dataset", "augmentation")
 
 
 @dataclass(frozen=True)

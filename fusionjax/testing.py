@@ -15,7 +15,7 @@ them.  Every failure is collected, and one :class:`ContractError` (an
 ``AssertionError``) lists each as ``component: check: message``.  A test may also
 check one component, with its declared settings or others: :func:`check_component`,
 or :func:`check_encoder`, :func:`check_fusion`, :func:`check_head`,
-:func:`check_dataset`.
+:func:`check_dataset`, :func:`check_augmentation`.
 
 Every check is one function below whose docstring says what it promises:
 
@@ -40,7 +40,11 @@ Every check is one function below whose docstring says what it promises:
   ``contrastive`` head's) declares ``metrics_within_batch = True``: its statistics are
   then checked to add up over whole batches only, not over the two halves of one;
 * data sets (``dataset_*``): splits, sizes, batches matching the spec, one exact pass
-  over a split, seeded order, ``encode``.
+  over a split, seeded order, ``encode``;
+* augmentations (``augmentation_*``), on examples of :data:`AUGMENTATION_INPUTS` for each
+  kind it ``applies_to``: the same shape and dtype out, finite, the input never written
+  to, the same output from the same generator seed and another from other seeds, and the
+  settings of its corruptions (if it defines any) at every severity of a sweep.
 
 How inputs are drawn from a :class:`~fusionjax.interfaces.FieldSpec`: see
 :func:`example_array`.  The fusion property needs hypothesis
@@ -66,10 +70,12 @@ import numpy as np
 from flax import nnx
 
 from fusionjax.answers import Answer
+from fusionjax.augmentation import INPUT_KINDS, SEVERITIES, has_corruption
 from fusionjax.errors import ConfigError
 from fusionjax.interfaces import (
     LABEL,
     MASK_PREFIX,
+    Augmentation,
     Dataset,
     Encoder,
     FieldSpec,
@@ -96,6 +102,12 @@ HEAD_EMBEDDING_FEATURES = {"a": 6, "b": 5}  # ... and with inputs = "embeddings"
 HEAD_TOKEN_FEATURES = {"a": 6, "b": 5}  # ... and with inputs = "tokens"
 HEAD_TOKEN_LENGTHS = {"a": 9, "b": 4}  # ... its token sequences' lengths
 HEAD_PADDING = BATCH  # weight-0 rows added to a head's batch (also its second part)
+AUGMENTATION_INPUTS = {  # the example an augmentation is checked on, per kind it applies to
+    "image": FieldSpec((12, 10, 3), "float32"),
+    "audio": FieldSpec((800,), "float32", {"sample_rate": 8000}),
+    "text": FieldSpec((16,), "int32", {"vocab_size": 50}),
+}
+AUGMENTATION_SEEDS = 4  # generator seeds an augmentation is run with, per example
 GARBAGE = (np.nan, np.inf, -np.inf, 1e30, -1e30, -7.0, 0.0)  # what an absent modality may hold
 MAX_LISTED = 25  # failures quoted in one ContractError
 MAX_MESSAGE = 800  # characters of one failure's message
@@ -250,7 +262,8 @@ def _token_sequences(features: Mapping[str, int], lengths: Mapping[str, int], ba
 
 # ---- building ----------------------------------------------------------------------------
 
-_KIND_OF = ((Encoder, "encoder"), (Fusion, "fusion"), (Head, "head"), (Dataset, "dataset"))
+_KIND_OF = ((Encoder, "encoder"), (Fusion, "fusion"), (Head, "head"), (Dataset, "dataset"),
+            (Augmentation, "augmentation"))
 
 
 def _target(component: Any) -> tuple[str | None, Any, str]:
@@ -301,7 +314,9 @@ def build(component: Any, settings: Mapping[str, Any] | None = None, *, seed: in
     """``component`` (a :class:`ComponentSpec` or a class) built as the checks build it:
     with ``settings`` (default: its ``test_settings``), ``rngs=nnx.Rngs(seed)`` for a
     module, and what fusionjax would pass: an encoder's ``input_shape`` (and parameters
-    named like ``test_input.metadata`` keys), a fusion's :data:`FUSION_IN_FEATURES`
+    named like ``test_input.metadata`` keys; an augmentation's too, default: the
+    :data:`AUGMENTATION_INPUTS` of the first kind it applies to), a fusion's
+    :data:`FUSION_IN_FEATURES`
     (and :data:`FUSION_TOKEN_FEATURES` when it ``uses_tokens``), a head's ``in_features``,
     ``label_shape`` and the parameters named like ``test_labels.metadata`` keys (e.g.
     ``num_classes``, a target ``vocabulary``)."""
@@ -335,7 +350,10 @@ def build(component: Any, settings: Mapping[str, Any] | None = None, *, seed: in
                           defaults=defaults, seed=seed)
     if kind == "dataset":
         return _construct(target, kwargs, seed=None)
-    raise TypeError(f"{label} is not an Encoder, Fusion, Head or Dataset subclass")
+    if kind == "augmentation":
+        spec = test_input or AUGMENTATION_INPUTS[tuple(getattr(target, "applies_to", ()) or ("image",))[0]]
+        return _construct(target, kwargs, defaults=dict(spec.metadata or {}), seed=None)
+    raise TypeError(f"{label} is not an Encoder, Fusion, Head, Dataset or Augmentation subclass")
 
 
 # ---- comparing ---------------------------------------------------------------------------
@@ -1152,6 +1170,97 @@ DATASET_CHECKS = (dataset_builds, dataset_spec, dataset_splits, dataset_batches_
                   dataset_one_exact_pass, dataset_seeded_order, dataset_encode, dataset_resolved_settings)
 
 
+# ---- augmentations -----------------------------------------------------------------------
+
+class _AugmentationCase:
+    """The augmentation built for each kind of input it applies to, and a few examples of
+    each (:data:`AUGMENTATION_INPUTS`, drawn by :func:`example_array`)."""
+
+    def __init__(self, target, settings, seed):
+        self.target, self.settings, self.seed = target, settings, seed
+        self.kinds = tuple(getattr(target, "applies_to", ()))
+        self.built: dict[str, Any] = {}
+        self.examples = {k: list(example_array(AUGMENTATION_INPUTS[k], BATCH, seed))
+                         for k in self.kinds if k in AUGMENTATION_INPUTS}
+
+    def outputs(self, kind: str, rng_seed: int, augmentation: Any = None) -> list[np.ndarray]:
+        """The augmentation of every example of ``kind``, each with ``default_rng([rng_seed, i])``
+        and read-only (an augmentation that writes to its input fails here)."""
+        augmentation = augmentation or self.built[kind]
+        out = []
+        for i, x in enumerate(self.examples[kind]):
+            x = x.copy()
+            x.flags.writeable = False
+            out.append(augmentation(x, np.random.default_rng([rng_seed, i])))
+        return out
+
+
+def augmentation_applies_to(case: _AugmentationCase) -> None:
+    """``applies_to`` is a non-empty tuple of ``"image"``, ``"audio"`` and ``"text"``."""
+    kinds = case.kinds
+    assert kinds and all(k in INPUT_KINDS for k in kinds), \
+        f"applies_to must be a non-empty tuple of {', '.join(map(repr, INPUT_KINDS))}, got {kinds!r}"
+
+
+def augmentation_builds(case: _AugmentationCase) -> None:
+    """It is an :class:`Augmentation`, built from ``test_settings`` (no ``rngs``), with
+    the parameters named like a metadata key of each kind's input taken from it."""
+    for kind in case.kinds:
+        built = case.built[kind] = build(case.target, case.settings,
+                                         test_input=AUGMENTATION_INPUTS[kind])
+        assert isinstance(built, Augmentation), \
+            f"{type(built).__name__} is not a fusionjax.interfaces.Augmentation"
+
+
+def _check_outputs(inputs: list[np.ndarray], outputs: list[Any], what: str) -> None:
+    for x, y in zip(inputs, outputs):
+        assert isinstance(y, np.ndarray), f"{what} returned a {type(y).__name__}, not a NumPy array"
+        assert y.shape == x.shape and y.dtype == x.dtype, \
+            f"{what} turned {x.dtype} {list(x.shape)} into {y.dtype} {list(y.shape)}"
+        if np.issubdtype(y.dtype, np.floating):
+            assert np.all(np.isfinite(y)), f"{what} returned non-finite values"
+
+
+def augmentation_output(case: _AugmentationCase) -> None:
+    """Every output is a NumPy array of its input's shape and dtype, finite where it is
+    floating, and the input (passed read-only) is never written to."""
+    for kind in case.kinds:
+        _check_outputs(case.examples[kind], case.outputs(kind, case.seed), f"on a {kind} input, it")
+
+
+def augmentation_deterministic(case: _AugmentationCase) -> None:
+    """The same generator seed gives the same outputs; other seeds give other outputs for
+    some example (it is random with its test settings)."""
+    for kind in case.kinds:
+        one, again = case.outputs(kind, case.seed), case.outputs(kind, case.seed)
+        assert all(np.array_equal(a, b) for a, b in zip(one, again)), \
+            f"on a {kind} input, two runs with the same generator seed differ"
+        others = [case.outputs(kind, case.seed + s) for s in range(1, AUGMENTATION_SEEDS)]
+        assert any(not np.array_equal(a, b) for other in others for a, b in zip(one, other)), \
+            (f"on a {kind} input, {AUGMENTATION_SEEDS} generator seeds give the same outputs: "
+             "is it random with its test_settings, and does it draw from the generator it is given?")
+
+
+def augmentation_corruption(case: _AugmentationCase) -> None:
+    """A corruption (if it defines one): ``corruption(severity)`` is a dict of settings that
+    build it, for every severity of a sweep (:data:`fusionjax.augmentation.SEVERITIES`),
+    and their outputs keep shape and dtype."""
+    if not has_corruption(case.target):
+        return
+    for severity in SEVERITIES:
+        settings = case.target.corruption(severity)
+        assert isinstance(settings, Mapping), \
+            f"corruption({severity}) returned a {type(settings).__name__}, not a dict of settings"
+        for kind in case.kinds:
+            corrupt = build(case.target, settings, test_input=AUGMENTATION_INPUTS[kind])
+            _check_outputs(case.examples[kind], case.outputs(kind, case.seed, corrupt),
+                           f"its corruption({severity}) on a {kind} input")
+
+
+AUGMENTATION_CHECKS = (augmentation_applies_to, augmentation_builds, augmentation_output,
+                       augmentation_deterministic, augmentation_corruption)
+
+
 # ---- entry points ------------------------------------------------------------------------
 
 _ASK = ("set the class attribute `test_settings = {...}`: the smallest constructor settings it is "
@@ -1233,6 +1342,14 @@ def _dataset_failures(dataset: Any, settings=None, *, seed: int = 0) -> list[Fai
     return report.failures
 
 
+def _augmentation_failures(augmentation: Any, settings=None, *, seed: int = 0) -> list[Failure]:
+    report, target, declared = _prepare(augmentation, "augmentation", settings)
+    if report.failures:
+        return report.failures
+    report.run_all(AUGMENTATION_CHECKS, _AugmentationCase(target, declared, seed), required=2)
+    return report.failures
+
+
 def check_encoder(encoder: Any, settings: Mapping[str, Any] | None = None, *,
                   test_input: FieldSpec | None = None, seed: int = 0) -> None:
     """Every encoder check (``encoder_*``, ``module_*``) on ``encoder`` (a
@@ -1268,21 +1385,30 @@ def check_dataset(dataset: Any, settings: Mapping[str, Any] | None = None, *, se
     _raise(_dataset_failures(dataset, settings, seed=seed))
 
 
+def check_augmentation(augmentation: Any, settings: Mapping[str, Any] | None = None, *,
+                       seed: int = 0) -> None:
+    """Every augmentation check (``augmentation_*``) on ``augmentation`` (a
+    :class:`ComponentSpec` or an :class:`Augmentation` class), built with ``settings``
+    (default: its ``test_settings``).  Raises one :class:`ContractError`."""
+    _raise(_augmentation_failures(augmentation, settings, seed=seed))
+
+
 _FAILURES = {"encoder": _encoder_failures, "fusion": _fusion_failures, "head": _head_failures,
-             "dataset": _dataset_failures}
+             "dataset": _dataset_failures, "augmentation": _augmentation_failures}
 
 
 def _component_failures(component: Any, settings=None, **options: Any) -> list[Failure]:
     kind = component.kind if isinstance(component, ComponentSpec) else _target(component)[0]
     if kind not in _FAILURES:
-        return [Failure(repr(component), "kind", "is not an Encoder, Fusion, Head or Dataset "
-                        "(subclass), nor a registered component")]
+        return [Failure(repr(component), "kind", "is not an Encoder, Fusion, Head, Dataset or "
+                        "Augmentation (subclass), nor a registered component")]
     return _FAILURES[kind](component, settings, **options)
 
 
 def check_component(component: Any, settings: Mapping[str, Any] | None = None, **options: Any) -> None:
     """The checks of ``component``'s kind: :func:`check_encoder`, :func:`check_fusion`,
-    :func:`check_head` or :func:`check_dataset` (``options`` are theirs), for a
+    :func:`check_head`, :func:`check_dataset` or :func:`check_augmentation` (``options`` are
+    theirs), for a
     :class:`ComponentSpec` (e.g. ``default_registry().resolve("fusion", "concat")``) or a
     component class."""
     _raise(_component_failures(component, settings, **options))

@@ -22,7 +22,9 @@ from fusionjax.rundir import RunDir
 from fusionjax.training.loop import train
 
 RESUMABLE = {**TINY, "train": {**TINY["train"], "steps": 80, "log_every": 10, "checkpoint_every": 20,
-                               "eval_every": 20, "eval_batch_size": 128}}
+                               "eval_every": 20, "eval_batch_size": 128},
+             "data": {**TINY["data"], "augment": {"image": [{"type": "affine", "max_shift": 2}],
+                                                  "audio": [{"type": "noise", "snr_db": [10, 30]}]}}}
 
 
 def _records(run):
@@ -64,7 +66,12 @@ def uninterrupted(tmp_path_factory):
 
 
 def test_sigkill_at_an_arbitrary_step_then_resume_equals_the_uninterrupted_run(uninterrupted, tmp_path):
-    cfg, reference = uninterrupted
+    """With augmentation on, and a worker process reading the data (the reference run read
+    it in its own process): the data depend only on their position, and the pipeline's
+    state in the checkpoint continues it."""
+    _, reference = uninterrupted
+    cfg = tmp_path / "workers.json"
+    cfg.write_text(json.dumps({**RESUMABLE, "data": {**RESUMABLE["data"], "workers": 1}}))
     run = tmp_path / "run"
     proc = _train(cfg, run)
     deadline = time.time() + 240

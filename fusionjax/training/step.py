@@ -28,10 +28,16 @@ parameters, and the floating inputs of every encoder that does not ask for
 runs in that dtype; the head's predictions are cast back to float32 before the loss
 and the metrics, and the gradients arrive in float32 through the casts.  ``float16``
 adds a dynamic loss scale (:class:`LossScale`).  Evaluation always runs in float32.
+
+Training-only randomness (SpecAugment's masks): the forward pass of the train step runs
+inside :func:`fusionjax.training.randomness.training`, with the key of the step (and of
+the micro-batch, under gradient accumulation) from ``seed``; the eval step does not, so a
+component that asks for its key gets None there.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, NamedTuple
 
 import jax
@@ -44,6 +50,7 @@ from fusionjax.config.schema import TrainConfig
 from fusionjax.interfaces import LABEL, Batch
 from fusionjax.model import FusionModel
 from fusionjax.parallel import DATA_AXIS, batch_sharding, replicated, state_shardings
+from fusionjax.training import randomness
 from fusionjax.training.modality_dropout import drop_modalities, dropout_key
 
 PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -135,17 +142,20 @@ def make_steps(model: FusionModel, tx: optax.GradientTransformation, mesh: Mesh,
     cast_inputs = frozenset(m for m, enc in model.encoders.items()
                             if not getattr(enc, "full_precision_input", False))
 
-    def run(params, rest, batch, dtype):
-        """The merged model, run in ``dtype``; its predictions in float32."""
+    def run(params, rest, batch, dtype, key=None):
+        """The merged model, run in ``dtype``; its predictions in float32.  ``key``: the
+        training randomness (None: evaluation)."""
         if dtype != jnp.float32:
             params = _cast_floating(params, dtype)
-            batch = {key: _cast_floating(v, dtype) if key in cast_inputs else v
-                     for key, v in batch.items()}
+            batch = {name: _cast_floating(v, dtype) if name in cast_inputs else v
+                     for name, v in batch.items()}
         model = nnx.merge(graphdef, params, rest)
-        return _cast_floating(model(batch), jnp.float32), model
+        with randomness.training(key, model) if key is not None else contextlib.nullcontext():
+            predictions = model(batch)
+        return _cast_floating(predictions, jnp.float32), model
 
-    def forward(params, rest, batch, scale):
-        predictions, model = run(params, rest, batch, compute)
+    def forward(params, rest, batch, scale, key):
+        predictions, model = run(params, rest, batch, compute, key)
         loss = model.head.loss(predictions, batch[LABEL])
         weights = jnp.ones(batch[LABEL].shape[:1], jnp.float32)
         stats = model.head.train_stats(predictions, batch[LABEL], weights)
@@ -159,21 +169,24 @@ def make_steps(model: FusionModel, tx: optax.GradientTransformation, mesh: Mesh,
         """Mean gradient over the batch (float32, unscaled), new model state, metric stats."""
         scale = 1.0 if state.loss_scale is None else state.loss_scale.scale
         params = gather(state.params)
+        key = randomness.step_key(seed, state.step)
         if k == 1:
-            (_, (stats, rest)), grads = grad_fn(params, state.rest, batch, scale)
+            (_, (stats, rest)), grads = grad_fn(params, state.rest, batch, scale, key)
         else:
             # [B, ...] -> [k, B / k, ...]: micro-batch i is rows i, i + k, i + 2k, ...
             micro = jax.tree.map(
                 lambda x: jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1), batch)
             micro = jax.lax.with_sharding_constraint(micro, micro_sharding)
 
-            def accumulate(carry, mb):
-                total, rest = carry
-                (_, (stats, rest)), grads = grad_fn(params, rest, mb, scale)
+            def accumulate(carry, xs):
+                (total, rest), (mb, i) = carry, xs
+                (_, (stats, rest)), grads = grad_fn(params, rest, mb, scale,
+                                                    jax.random.fold_in(key, i))
                 return (jax.tree.map(jnp.add, total, grads), rest), stats
 
             zeros = jax.tree.map(jnp.zeros_like, params)
-            (grads, rest), stats = jax.lax.scan(accumulate, (zeros, state.rest), micro)
+            (grads, rest), stats = jax.lax.scan(accumulate, (zeros, state.rest),
+                                                (micro, jnp.arange(k)))
             stats = jax.tree.map(lambda s: s.sum(axis=0), stats)
         if k != 1 or state.loss_scale is not None:
             grads = jax.tree.map(lambda g: g / (scale * k), grads)

@@ -11,6 +11,7 @@ from flax import nnx
 from fusionjax import layouts
 from fusionjax.errors import ConfigError
 from fusionjax.interfaces import Encoder, FieldSpec, TokenSequence
+from fusionjax.training.randomness import training_key
 from fusionjax_plugins.layers import spectrogram as frontend
 from fusionjax_plugins.layers.conv import ConvStack, Pool
 
@@ -43,7 +44,17 @@ class SpectrogramAudioEncoder(Encoder):
     ``M' * channels[-1]`` for ``time_avg`` and ``T' * M' * channels[-1]`` for ``flatten``,
     where ``T' x M'`` is the ``frames x n_mels`` spectrogram after the poolings (each
     pooling floor-divides frames by the time size of ``pool_size`` and mel bands by its
-    frequency size).  Example: ``examples/avdigits.toml``
+    frequency size).
+
+    SpecAugment (Park et al., 2019), in training only: ``time_masks`` bands of up to
+    ``time_width`` consecutive frames and ``freq_masks`` bands of up to ``freq_width``
+    consecutive mel bands of the log-mel spectrogram are set to the example's mean log-mel
+    value, each band's width and place drawn uniformly per example and step from the
+    training key (:mod:`fusionjax.training.randomness`: from ``train.seed`` and the step,
+    so a resumed run masks what the uninterrupted one did).  Evaluation, ``predict``,
+    ``export`` and ``serve`` never mask.  Off by default.
+
+    Example: ``examples/avdigits.toml``
     (6000 samples, ``hop_length = 128``, ``n_mels = 40``, two poolings of 2) flattens
     ``11 x 10 x 32 = 3520`` features into its dense layer.  Token sequence: one token per
     spectrogram frame after the conv stack, holding every mel band's channels: width
@@ -88,6 +99,15 @@ class SpectrogramAudioEncoder(Encoder):
         dense: Width of the final dense + ReLU layer; ``0`` drops the layer. Negative is an
             error (``model.encoders.audio.dense: must be >= 1, or 0 for no dense layer; got
             -1``).
+        time_masks: SpecAugment: how many time bands each training example loses. ``>= 0``;
+            ``0``: none.
+        time_width: SpecAugment: the widest time band, in frames (each band's width is drawn
+            from ``0..time_width``). ``>= 1`` with ``time_masks``, at most the spectrogram's
+            frames.
+        freq_masks: SpecAugment: how many mel bands (frequency bands) each training example
+            loses. ``>= 0``; ``0``: none.
+        freq_width: SpecAugment: the widest frequency band, in mel bands (drawn from
+            ``0..freq_width``). ``>= 1`` with ``freq_masks``, at most ``n_mels``.
     """
 
     test_settings = {"sample_rate": 8000, "n_fft": 64, "hop_length": 32, "n_mels": 16,
@@ -114,6 +134,10 @@ class SpectrogramAudioEncoder(Encoder):
         pool_layers: int | None = None,
         readout: Literal["avg", "max", "time_avg", "flatten"] = "avg",
         dense: int = 128,
+        time_masks: int = 0,
+        time_width: int = 0,
+        freq_masks: int = 0,
+        freq_width: int = 0,
         rngs: nnx.Rngs,
     ):
         if len(input_shape) != 1:
@@ -133,6 +157,17 @@ class SpectrogramAudioEncoder(Encoder):
             raise ConfigError("must be >= 1", key="n_mels")
         if not channels:
             raise ConfigError("needs at least one conv layer", key="channels")
+        frames = frontend.num_frames(samples, hop_length)
+        for masks, width, name, most, what in ((time_masks, time_width, "time", frames, "frames"),
+                                               (freq_masks, freq_width, "freq", n_mels, "mel bands")):
+            if masks < 0:
+                raise ConfigError(f"must be >= 0, got {masks}", key=f"{name}_masks")
+            if not 0 <= width <= most or (masks and width < 1):
+                raise ConfigError(f"must be in 1..{most} (the spectrogram's {what}) with "
+                                  f"{name}_masks = {masks}, got {width}" if masks else
+                                  f"must be in 0..{most} (the spectrogram's {what}), got {width}",
+                                  key=f"{name}_width")
+        self.spec_augment = (time_masks, time_width, freq_masks, freq_width)
         self.frontend = frontend.LogMel(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length,
                              n_mels=n_mels, fmin=fmin, fmax=fmax, log_offset=log_offset)
         if dense < 0:
@@ -171,9 +206,13 @@ class SpectrogramAudioEncoder(Encoder):
         return self.frontend(audio)
 
     def _feature_map(self, audio: jax.Array) -> jax.Array:
-        """``[B, time, mel, C]``, computed in the parameters' dtype."""
-        spec = self.spectrogram(audio).astype(self.convs.convs[0].kernel.dtype)
-        return self.convs(spec[..., None])
+        """``[B, time, mel, C]``, computed in the parameters' dtype (SpecAugment's masks
+        applied in training)."""
+        spec = self.spectrogram(audio)
+        key = training_key(self)
+        if key is not None and (self.spec_augment[0] or self.spec_augment[2]):
+            spec = spec_augment(spec, key, *self.spec_augment)
+        return self.convs(spec.astype(self.convs.convs[0].kernel.dtype)[..., None])
 
     def __call__(self, audio: jax.Array) -> jax.Array:
         f = self._feature_map(audio)  # [B, time, mel, C]
@@ -191,3 +230,27 @@ class SpectrogramAudioEncoder(Encoder):
         f = self._feature_map(audio)  # [B, time, mel, C]
         seq = f.reshape(f.shape[0], f.shape[1], -1)
         return TokenSequence(seq, jnp.ones(seq.shape[:2], bool))
+
+
+def spec_augment(spec: jax.Array, key: jax.Array, time_masks: int, time_width: int,
+                 freq_masks: int, freq_width: int) -> jax.Array:
+    """SpecAugment's time and frequency masking of ``spec`` ``[B, frames, mels]``: per
+    example, ``time_masks`` bands of ``0..time_width`` frames and ``freq_masks`` bands of
+    ``0..freq_width`` mel bands, each placed uniformly, set to that example's mean value."""
+    batch, frames, mels = spec.shape
+    t_key, f_key = jax.random.split(key)
+    masked = _bands(t_key, batch, time_masks, time_width, frames)[:, :, None] \
+        | _bands(f_key, batch, freq_masks, freq_width, mels)[:, None, :]
+    fill = spec.mean(axis=(1, 2), keepdims=True)
+    return jnp.where(masked, fill, spec)
+
+
+def _bands(key: jax.Array, batch: int, count: int, most: int, length: int) -> jax.Array:
+    """bool ``[batch, length]``: the union of ``count`` random bands of ``0..most`` cells."""
+    if count == 0:
+        return jnp.zeros((batch, length), bool)
+    w_key, s_key = jax.random.split(key)
+    width = jax.random.randint(w_key, (batch, count, 1), 0, most + 1)
+    start = jnp.floor(jax.random.uniform(s_key, (batch, count, 1)) * (length - width + 1)).astype(int)
+    cells = jnp.arange(length)
+    return ((cells >= start) & (cells < start + width)).any(axis=1)

@@ -120,3 +120,18 @@ def test_a_file_unreadable_mid_epoch_in_a_worker(tmp_path):
     batches = list(one_pass(skip, "train", 4, seed=0, shuffle=False, drop_remainder=False))
     assert [len(b[LABEL]) for b in batches] == [4, 4, 4, 1]
     assert len(skip.problems) == 1 and "line 7" in skip.problems[0]
+
+
+def test_a_batch_read_at_once_equals_its_examples_read_one_by_one():
+    """``read_many`` (what the pipeline uses) is the examples of ``source[i]`` stacked,
+    bitwise, for the digit sets' per-example noise as for arrays."""
+    from fusionjax_plugins.datasets.avdigits import AVDigits
+
+    for ds in (AVDigits(noisy=True, train_size=64), Numbered(20)):
+        source = ds.source("train", seed=3)
+        indices = np.array([5, 0, 17, 3])
+        many = source.read_many(indices)
+        for row, i in enumerate(indices):
+            one = source[int(i)]
+            for k in one:
+                np.testing.assert_array_equal(many[k][row], one[k])

@@ -5,17 +5,18 @@ A data set gives only random access to a split's examples (:meth:`Dataset.source
 <fusionjax.interfaces.Dataset.source>`) and the order an epoch reads them in
 (:meth:`Dataset.order <fusionjax.interfaces.Dataset.order>`).  Here, in Grain's terms:
 
-* the *slots* of a run are ``grain.MapDataset.range``: slot ``i`` of process ``p`` is
-  the position ``(i // b) * B + p * b + i % b`` of the run's example stream (``B`` the
-  global batch, ``b = B / processes`` this process's rows of it), so each process reads
-  only its own rows and together they read each global batch exactly once;
-* a *map* step turns a position into an example: epoch ``e = position // (steps_per_epoch
-  * B)`` reads ``dataset.source("train", seed=epoch_seed(seed, e))`` at
-  ``dataset.order(...)[position % ...]`` (decoding its files, for a file-backed data
-  set) and applies the configured augmentations with ``default_rng([seed, e, index])``;
-* ``batch`` stacks ``b`` examples; ``mp_prefetch`` runs all of the above in
-  ``data.workers`` processes (0: in a thread of this one); a last map places each batch
-  on the devices, and a thread prefetches ``PREFETCH`` batches ahead of the step.
+* the run's batches are ``grain.MapDataset.range(steps)``; a *map* step reads batch
+  ``g``: this process's rows of it, the positions ``g * B + p * b + [0, b)`` of the
+  run's example stream (``B`` the global batch, ``b = B / processes``), so each process
+  reads only its own rows and together they read each global batch exactly once;
+* a position is an example: epoch ``e = position // (steps_per_epoch * B)`` reads
+  ``dataset.source("train", seed=epoch_seed(seed, e))`` at ``dataset.order(...)[position
+  % ...]`` (decoding its files, for a file-backed data set; a whole batch in one call
+  when the source has ``read_many``), and the configured augmentations are applied to
+  each example with ``default_rng([seed, e, index])``;
+* ``mp_prefetch`` runs all of the above in ``data.workers`` processes (0: in a thread of
+  this one); a last map places each batch on the devices, and a thread prefetches
+  ``PREFETCH`` batches ahead of the step.
 
 Everything an example is depends only on (seed, epoch, index): the number of workers,
 the number of processes and a resume change nothing.  The iterator's state (Grain's,
@@ -102,26 +103,54 @@ class _Reader:
                 self._epochs[epoch] = (source, order)
             return self._epochs[epoch]
 
-    def __call__(self, position: int) -> dict:
-        epoch, at = divmod(int(position), self.per_epoch) if self.per_epoch else (0, int(position))
+    def __call__(self, positions: np.ndarray) -> Batch:
+        """The examples at ``positions`` of the stream (all of one epoch), as a batch."""
+        epoch = int(positions[0]) // self.per_epoch if self.per_epoch else 0
         source, order = self._epoch(epoch)
-        index = int(order[at])
-        example = source[index]
+        indices = order[positions - epoch * self.per_epoch if self.per_epoch else positions]
+        batch = read_many(source, indices)
         if self.augment is not None:
-            example = self.augment(example, np.random.default_rng([self.seed, epoch, index]))
-        return example
+            batch = {k: np.array(v) for k, v in batch.items()}
+            for row, index in enumerate(indices):
+                example = self.augment({k: v[row] for k, v in batch.items()},
+                                       np.random.default_rng([self.seed, epoch, int(index)]))
+                for k, v in example.items():
+                    batch[k][row] = v
+        return batch
 
 
-class _Slots:
-    """Slot ``i`` of process ``process`` of ``processes`` -> its position in the stream."""
+def read_many(source, indices: np.ndarray) -> Batch:
+    """``source``'s examples at ``indices``, stacked: with its ``read_many`` when it has one
+    (a whole batch in one call), else one example at a time."""
+    many = getattr(source, "read_many", None)
+    if many is not None:
+        return many(indices)
+    examples = [source[int(i)] for i in indices]
+    return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
-    def __init__(self, batch_size: int, process: int, processes: int):
-        self.global_batch, self.local = batch_size, batch_size // processes
+
+class _LocalBatch:
+    """Batch ``g`` of the stream -> the positions of this process's rows of it (``B`` the
+    global batch, ``b = B / processes`` rows each): ``g * B + process * b + [0, b)``."""
+
+    def __init__(self, read: _Reader, batch_size: int, process: int, processes: int):
+        self.read, self.global_batch = read, batch_size
+        self.local = batch_size // processes
         self.offset = process * self.local
 
-    def __call__(self, slot: int) -> int:
-        g, k = divmod(int(slot), self.local)
-        return g * self.global_batch + self.offset + k
+    def __call__(self, g: int) -> Batch:
+        start = int(g) * self.global_batch + self.offset
+        return self.read(np.arange(start, start + self.local))
+
+
+class _PassBatch:
+    """Batch ``j`` of one pass over ``n`` examples: positions ``[j * b, (j + 1) * b)``."""
+
+    def __init__(self, read: _Reader, batch_size: int, n: int):
+        self.read, self.batch_size, self.n = read, batch_size, n
+
+    def __call__(self, j: int) -> Batch:
+        return self.read(np.arange(int(j) * self.batch_size, min((int(j) + 1) * self.batch_size, self.n)))
 
 
 def one_pass(dataset: Dataset, split: str, batch_size: int, *, seed: int, shuffle: bool,
@@ -130,10 +159,11 @@ def one_pass(dataset: Dataset, split: str, batch_size: int, *, seed: int, shuffl
     shuffle=shuffle)``; ``augment`` (e.g. a corruption) is applied with
     ``default_rng([seed, 0, index])``."""
     n = dataset.size(split)
-    if n == 0:
+    batches = n // batch_size if drop_remainder else -(-n // batch_size)
+    if batches == 0:
         return iter(())
     read = _Reader(dataset, split, seed, shuffle=shuffle, per_epoch=None, augment=augment)
-    ds = grain.MapDataset.range(n).map(read).batch(batch_size, drop_remainder=drop_remainder)
+    ds = grain.MapDataset.range(batches).map(_PassBatch(read, batch_size, n))
     return iter(ds.to_iter_dataset(_IN_ORDER))
 
 
@@ -156,13 +186,10 @@ class TrainBatches:
         same = resume is not None and resume.get("workers") == self.workers
         self.first = resume["first"] if same else start  # the batch the pipeline starts at
         per_epoch = dataset.size("train") // batch_size
-        local = batch_size // processes
         read = _Reader(dataset, "train", seed, shuffle=True, per_epoch=per_epoch * batch_size,
                        augment=augment)
-        ds = (grain.MapDataset.range(self.first * local, steps * local)
-              .map(_Slots(batch_size, process, processes))
-              .map(read)
-              .batch(local, drop_remainder=True)
+        ds = (grain.MapDataset.range(self.first, steps)
+              .map(_LocalBatch(read, batch_size, process, processes))
               .to_iter_dataset(_READ))
         if self.workers:
             _absl_flags_parsed()  # Grain's worker processes read absl flags (their defaults)

@@ -23,6 +23,9 @@ class ArraySource:
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         return {k: v[index] for k, v in self.arrays.items()}
 
+    def read_many(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        return {k: v[indices] for k, v in self.arrays.items()}
+
 
 class LazySource:
     """A split whose examples are made when read: ``source[i] = read(i)`` for ``i < n``

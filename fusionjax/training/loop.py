@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import closing
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path

@@ -70,10 +70,12 @@ class DrawnExamples:
         return len(self.draws[LABEL])
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        d = self.dataset
-        rng = np.random.default_rng([d.seed, SPLITS.index(self.split), self.epoch_seed, int(index)])
-        batch = d.materialise(self.split, self.draws, np.array([index]), [rng])
-        return {k: v[0] for k, v in batch.items()}
+        return {k: v[0] for k, v in self.read_many(np.array([index])).items()}
+
+    def read_many(self, indices: np.ndarray) -> Batch:
+        d, split = self.dataset, SPLITS.index(self.split)
+        rngs = [np.random.default_rng([d.seed, split, self.epoch_seed, int(i)]) for i in indices]
+        return d.materialise(self.split, self.draws, np.asarray(indices), rngs)
 
 
 class DigitsBase(DrawnDigits):

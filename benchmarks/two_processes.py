@@ -33,7 +33,7 @@ def worker(out: Path, steps: int, coordinator: str | None, process: int, process
     if coordinator:
         initialize_distributed(coordinator, processes, process)
     cfg = load_config(ROOT / "examples" / "avdigits.toml",
-                      [f"train.steps={steps}", "train.log_every=10", "train.eval_every=null"])
+                      [f"train.steps={steps}", "train.log_every=10"])
     assembly = assemble(cfg)
     reads: list[tuple[int, int]] = []
     source = assembly.dataset.source

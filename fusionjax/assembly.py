@@ -372,6 +372,18 @@ def assemble(config: Mapping[str, Any], registry: Registry | None = None, *,
     return assembly
 
 
+def assemble_dataset(section: Any, registry: Registry | None = None, *,
+                     key: str = "data") -> tuple[Dataset, dict[str, Any]]:
+    """The data set a ``[data]`` section describes, built as :func:`assemble` builds it
+    (and no model), and its resolved config: ``type`` (qualified) and every parameter,
+    defaults filled in, without the pipeline's own keys (``workers``, ``augment``)."""
+    if not isinstance(section, dict):
+        raise ConfigError(f"must be a table, got {shown(section)}", key=key)
+    part = _part(_resolve(registry or default_registry(), "dataset", section, key), section, key, {}, {})
+    dataset = part.build(0)
+    return dataset, {**part.resolved(), **dataset.resolved_settings()}
+
+
 def _augmenter(section, dataset: Dataset, registry: Registry):
     """The ``data.augment`` section's augmentations, checked against the data set."""
     if not section:

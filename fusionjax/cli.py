@@ -85,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="treat MODALITY as absent in every example (repeatable)")
     absent.add_argument("--sweep", action="store_true",
                         help="metrics with every modality, without each one, and with each one alone")
+    absent.add_argument("--corruption-sweep", action="store_true",
+                        help="the metric with each modality corrupted by each corruption that "
+                             "applies to it, at severities 0.25, 0.5 and 1, beside the clean one")
+    e.add_argument("--corrupt", action="append", default=[], metavar="MODALITY=NAME:SEVERITY",
+                   help="corrupt MODALITY of every example with augmentation NAME at SEVERITY in "
+                        "(0, 1], e.g. audio=noise:0.5 (repeatable)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_evaluate)
 
@@ -117,6 +123,18 @@ def _parser() -> argparse.ArgumentParser:
                     help="the most megabytes (MiB) of one request's uploads (default: 10)")
     sv.set_defaults(func=_serve)
 
+    pk = sub.add_parser("pack", help="decode a config's data set once into one ArrayRecord file "
+                                     "per split, for epochs that decode nothing (type = \"packed\")")
+    pk.add_argument("config", help="a config whose [data] section is the data set to pack")
+    pk.add_argument("out_dir", metavar="OUT_DIR", help="a new or empty folder (or packed data, "
+                                                       "with --overwrite)")
+    pk.add_argument("overrides", nargs="*", metavar="key.path=value",
+                    help="override a config value, e.g. data.decode=per_read")
+    pk.add_argument("--split", action="append", dest="splits", metavar="NAME",
+                    help="pack this split (repeatable; default: every split; train is always packed)")
+    pk.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it holds packed data")
+    pk.set_defaults(func=_pack)
+
     pt = sub.add_parser("plot", help="loss and metric curves of one or more runs, as a PNG")
     pt.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     pt.add_argument("--out", metavar="FILE.png",
@@ -144,8 +162,9 @@ def _parser() -> argparse.ArgumentParser:
 
     co = sub.add_parser("components", help="registered components").add_subparsers(
         required=True, metavar="ACTION")
-    co_list = co.add_parser("list", help="every registered encoder, fusion, head and dataset")
-    co_list.add_argument("--kind", choices=["encoder", "fusion", "head", "dataset"])
+    co_list = co.add_parser("list", help="every registered encoder, fusion, head, dataset and "
+                                         "augmentation")
+    co_list.add_argument("--kind", choices=["encoder", "fusion", "head", "dataset", "augmentation"])
     co_list.add_argument("--json", action="store_true")
     co_list.set_defaults(func=_components_list)
     return p
@@ -236,6 +255,42 @@ def _export(args) -> int:
     return 0
 
 
+def _pack(args) -> int:
+    from fusionjax.config import load_config
+    from fusionjax.data.packing import build_dataset, check_out_dir, pack
+    from fusionjax.data.pipeline import PipelineSettings
+    from fusionjax.reference import config_value
+
+    if "=" in args.out_dir and not Path(args.out_dir).exists():
+        raise ConfigError(f"{args.out_dir!r} looks like an override, not a folder",
+                          hint="the folder comes first: fusionjax pack CONFIG OUT_DIR key.path=value")
+    check_out_dir(args.out_dir, args.overwrite)  # refused before the data set is built
+    config = load_config(args.config, args.overrides)
+    section = config.get("data")
+    if section is None:
+        raise ConfigError("missing section [data] (the data set to pack)", key="data")
+    dataset, resolved = build_dataset(section)
+    pipeline = PipelineSettings(**{k: v for k, v in section.items() if k in PipelineSettings.KEYS})
+    try:
+        meta = pack(dataset, args.out_dir, splits=args.splits, config=resolved,
+                    overwrite=args.overwrite, workers=pipeline.workers,
+                    log=lambda s: print(s, flush=True))
+    except ConfigError as e:
+        if e.key != "splits":
+            raise
+        raise ConfigError(f"--split: {e.message}", hint=e.hint) from None
+    if meta["problem_count"]:
+        print(f"skipped {meta['problem_count']} unreadable examples (listed in packed.json), "
+              f"e.g. {meta['problems'][0]}")
+    lines = ["[data]", 'type = "packed"', f"path = {json.dumps(str(Path(args.out_dir).resolve()))}"]
+    if pipeline.workers:
+        lines.append(f"workers = {pipeline.workers}")
+    if pipeline.augment:
+        lines.append(f"augment = {config_value(pipeline.augment)}")
+    print("train from it with this [data] section:\n\n" + "\n".join(lines))
+    return 0
+
+
 def _plot(args) -> int:
     from fusionjax.plot import plot_runs
 
@@ -263,22 +318,39 @@ def _evaluate(args) -> int:
     except ConfigError as e:
         raise ConfigError(f"--split: {e.message}", hint=e.hint) from None
     size = run.assembly.dataset.size(split)
+    if args.corrupt and (args.sweep or args.corruption_sweep):
+        raise ConfigError("goes with a plain evaluation (and --drop), not with --sweep or "
+                          "--corruption-sweep", key="--corrupt")
     if args.sweep:
         return _print_sweep(run.path, split, size, run.sweep(split, batch_size=args.batch_size),
                             args.stdout if args.json else None)
+    if args.corruption_sweep:
+        from fusionjax.evaluation import corruption_sweep_run
+
+        return _print_corruption_sweep(run.path, split, size,
+                                       corruption_sweep_run(run, split, batch_size=args.batch_size),
+                                       args.stdout if args.json else None)
+    from fusionjax.augmentation import corruptions
+    from fusionjax.evaluation import evaluate_run
+
+    augment = (corruptions(args.corrupt, run.assembly.dataset, modalities=run.model.modalities)
+               if args.corrupt else None)
     drop = tuple(dict.fromkeys(args.drop))
     try:
-        metrics, scored = run.evaluate(split, batch_size=args.batch_size, drop=drop)
+        metrics, scored = evaluate_run(run, split, batch_size=args.batch_size, drop=drop,
+                                       augment=augment)
     except ConfigError as e:
         if e.key in ("--batch-size", "train.eval_batch_size"):
             raise
         raise ConfigError(f"--drop: {e.message}", hint=e.hint) from None
     if args.json:
         print(json.dumps({"run": str(run.path), "split": split, "dropped": list(drop),
+                          **({"corrupted": list(args.corrupt)} if args.corrupt else {}),
                           "examples": scored, **metrics}), file=args.stdout)
     else:
         what = f"{size} examples" if scored == size else f"{scored} of {size} examples"
         what += f", without {', '.join(drop)}" if drop else ""
+        what += f", corrupted {' '.join(args.corrupt)}" if args.corrupt else ""
         print(f"{run.path} [{split}, {what}]: " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return 0
 
@@ -297,6 +369,32 @@ def _print_sweep(path, split: str, size: int, rows, json_out) -> int:
     for line in table:
         print("  ".join([line[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(line[1:], widths[1:])])
               .rstrip())
+    return 0
+
+
+def _print_corruption_sweep(path, split: str, size: int, rows, json_out) -> int:
+    """One table: the head's first metric other than the loss, clean and under each
+    modality's corruptions at each severity (``--json``: every row with every metric)."""
+    if json_out is not None:
+        print(json.dumps([{"modality": r.modality, "corruption": r.corruption, "severity": r.severity,
+                           "examples": r.examples, **r.metrics} for r in rows]), file=json_out)
+        return 0
+    clean, corrupted = rows[0], rows[1:]
+    metric = next((k for k in clean.metrics if k != "loss"), "loss")
+    severities = list(dict.fromkeys(r.severity for r in corrupted))
+    cells: dict[tuple, dict[float, float]] = {}
+    for r in corrupted:
+        cells.setdefault((r.modality, r.corruption), {})[r.severity] = r.metrics[metric]
+    table = [["modality", "corruption", "clean", *(f"{s:g}" for s in severities)]]
+    table += [[m, c, f"{clean.metrics[metric]:.4f}", *(f"{v[s]:.4f}" for s in severities)]
+              for (m, c), v in cells.items()]
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    print(f"{path} [{split}, {size} examples]: {metric} under corruption (severity 1 is the strongest)")
+    for line in table:
+        print("  ".join([c.ljust(w) for c, w in zip(line[:2], widths[:2])]
+                        + [c.rjust(w) for c, w in zip(line[2:], widths[2:])]).rstrip())
+    if not corrupted:
+        print("(no registered corruption applies to the model's modalities)")
     return 0
 
 
@@ -396,7 +494,7 @@ def _components_list(args) -> int:
                          indent=2), file=args.stdout)
         return 0
     for s in specs:
-        print(f"{s.kind:<8} {s.qualified_name:<40} {s.summary}")
+        print(f"{s.kind:<12} {s.qualified_name:<40} {s.summary}")
     return 0
 
 

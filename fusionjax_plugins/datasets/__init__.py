@@ -10,6 +10,8 @@ def fusionjax_register_components(registrar):
         summary="generated image/text/audio examples whose label every modality carries")
     add("manifest", f"{__name__}.manifest:ManifestDataset",
         summary="your own images, audio and text, listed in a CSV or JSONL manifest")
+    add("packed", f"{__name__}.packed:PackedDataset",
+        summary="a data set `fusionjax pack` wrote: examples decoded once, read without decoding")
     add("sms_spam", f"{__name__}.sms_spam:SmsSpamDataset",
         summary="SMS Spam Collection: text messages labelled ham or spam")
     add("avdigits", f"{__name__}.avdigits:AVDigits",

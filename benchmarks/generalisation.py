@@ -34,7 +34,8 @@ AUDIO_AUGMENT = [{"type": "gain", "db": [-10, 10]}, {"type": "speed", "factor": 
 SPEC_AUGMENT = {"time_masks": 2, "time_width": 6, "freq_masks": 2, "freq_width": 5}
 
 
-def speaker_config(data: str, speaker: str, folder: Path, augment: bool) -> dict:
+def speaker_config(data: str, speaker: str, folder: Path, augment: bool, steps: int = 1500,
+                   workers: int = 0) -> dict:
     recordings = Path(data) / "fsdd" / "recordings"
     manifest = folder / f"fsdd_without_{speaker}.csv"
     rows = ["audio,label,split"] + [
@@ -47,8 +48,8 @@ def speaker_config(data: str, speaker: str, folder: Path, augment: bool) -> dict
                       "head": {"type": "classification", "hidden": [128]}},
             "data": {"type": "manifest", "path": str(manifest), "modalities": {"audio": "audio"},
                      "split_column": "split", "sample_rate": 8000, "num_samples": 6000,
-                     **({"augment": {"audio": AUDIO_AUGMENT}} if augment else {})},
-            "train": {"steps": 1500, "batch_size": 64, "log_every": 250, "eval_batch_size": 500,
+                     "workers": workers, **({"augment": {"audio": AUDIO_AUGMENT}} if augment else {})},
+            "train": {"steps": steps, "batch_size": 64, "log_every": 250, "eval_batch_size": 500,
                       "optimizer": {"name": "adam", "learning_rate": 1e-3}}}
 
 
@@ -91,15 +92,20 @@ def main():
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--only", choices=["speaker", "inverted"])
     p.add_argument("--speaker", default="theo")
+    p.add_argument("--steps", type=int, default=1500, help="of the speaker runs")
+    p.add_argument("--workers", type=int, default=0, help="data.workers of the speaker runs")
+    p.add_argument("--augment", choices=["off", "on", "both"], default="both")
     args = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for experiment in ("speaker", "inverted"):
             if args.only and args.only != experiment:
                 continue
-            for augment in (False, True):
+            for augment in {"off": (False,), "on": (True,), "both": (False, True)}[args.augment]:
                 if experiment == "speaker":
-                    cfg, corrupt = speaker_config(args.data, args.speaker, Path(folder), augment), []
+                    cfg = speaker_config(args.data, args.speaker, Path(folder), augment, args.steps,
+                                         args.workers)
+                    corrupt = []
                 else:
                     cfg, corrupt = inverted_config(args.data, augment), ["image=invert:1"]
                 results = []
@@ -107,7 +113,9 @@ def main():
                     r = run(cfg, seed, corrupt)
                     record = {"experiment": experiment, "augment": augment, "seed": seed, **r}
                     if experiment == "speaker":
-                        record["held_out_speaker"] = args.speaker
+                        record |= {"held_out_speaker": args.speaker, "steps": args.steps,
+                                   "recipe": {"audio": AUDIO_AUGMENT, "spec_augment": SPEC_AUGMENT}
+                                   if augment else None}
                     with OUT.open("a") as f:
                         f.write(json.dumps(record) + "\n")
                     print(json.dumps(record), flush=True)

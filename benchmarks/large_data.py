@@ -3,6 +3,7 @@ files, decoded per read by the Grain pipeline.
 
     python benchmarks/large_data.py --rows 200000 20000 --workers 0   # memory vs rows
     python benchmarks/large_data.py --rows 20000 --workers 0 1 2      # worker processes
+    python benchmarks/large_data.py --rows 200000 --workers 0 --packed  # after fusionjax pack
 
 For each (rows, workers): the peak resident memory of the training process and its
 worker processes together (sampled from /proc every 0.1 s), the time from launching
@@ -77,6 +78,22 @@ def config(manifest: Path, workers: int, steps: int) -> dict:
             "train": {"batch_size": 64, "steps": steps, "log_every": 25, "seed": 0}}
 
 
+def packed(manifest: Path, workers: int, steps: int) -> tuple[dict, float]:
+    """The same run from ``fusionjax pack``'s files (packed once, next to the manifest),
+    and the seconds packing took (0 if it was packed already)."""
+    from fusionjax.data.packing import build_dataset, pack
+
+    cfg = config(manifest, workers, steps)
+    out = manifest.with_suffix(".packed")
+    t = time.perf_counter()
+    if not out.exists():
+        section = {k: v for k, v in cfg["data"].items() if k != "workers"}
+        dataset, resolved = build_dataset(section)
+        pack(dataset, out, config=resolved, workers=2, log=lambda s: None)
+    cfg["data"] = {"type": "packed", "path": str(out), "workers": workers}
+    return cfg, time.perf_counter() - t
+
+
 def _tree_rss(pid: int) -> int:
     """Resident bytes of ``pid`` and its descendants."""
     total, todo = 0, [pid]
@@ -92,10 +109,10 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
-def run(manifest: Path, workers: int, steps: int) -> dict:
+def run(settings: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "config.json"
-        cfg.write_text(json.dumps(config(manifest, workers, steps)))
+        cfg.write_text(json.dumps(settings))
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "fusionjax", "train", str(cfg), "--output-dir",
                                  str(Path(tmp) / "run")], stdout=subprocess.PIPE, text=True,
@@ -122,13 +139,13 @@ def run(manifest: Path, workers: int, steps: int) -> dict:
     return {"peak_rss_mb": peak / 2**20, "first_step_s": first[0], "loop": float(np.median(rates))}
 
 
-def step_alone(manifest: Path) -> float:
+def step_alone(settings: dict) -> float:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from data_throughput import step_rate
 
     from fusionjax.assembly import assemble
 
-    return step_rate(assemble(config(manifest, 0, 10)))
+    return step_rate(assemble(settings))
 
 
 def main():
@@ -137,18 +154,27 @@ def main():
     p.add_argument("--workers", type=int, nargs="+", default=[0])
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--dir", default="/tmp/fusionjax_large_data")
+    p.add_argument("--packed", action="store_true", help="train from `fusionjax pack`'s files")
     args = p.parse_args()
-    print("| rows | workers | peak RSS, MB | launch to first step, s | training loop, ex/s | "
+    print("| rows | data | workers | peak RSS, MB | launch to first step, s | training loop, ex/s | "
           "train step alone, ex/s |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for rows in args.rows:
         t = time.perf_counter()
         manifest = make_manifest(Path(args.dir), rows)
         print(f"(manifest of {rows} rows ready in {time.perf_counter() - t:.0f} s)", file=sys.stderr)
-        alone = step_alone(manifest)
+        alone = None
         for w in args.workers:
-            r = run(manifest, w, args.steps)
-            print(f"| {rows:,} | {w} | {r['peak_rss_mb']:,.0f} | {r['first_step_s']:.1f} | "
+            if args.packed:
+                settings, seconds = packed(manifest, w, args.steps)
+                if seconds:
+                    print(f"(packed in {seconds:.0f} s)", file=sys.stderr)
+            else:
+                settings = config(manifest, w, args.steps)
+            alone = alone or step_alone(settings)
+            r = run(settings)
+            data = "packed" if args.packed else "manifest, per read"
+            print(f"| {rows:,} | {data} | {w} | {r['peak_rss_mb']:,.0f} | {r['first_step_s']:.1f} | "
                   f"{r['loop']:,.0f} | {alone:,.0f} |", flush=True)
 
 

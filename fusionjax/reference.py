@@ -1,5 +1,6 @@
-"""The generated parts of the config reference, docs/config.md: the ``[train]`` table and
-one section per bundled component, rendered from the code so that they cannot drift.
+"""The generated parts of the config reference, docs/config.md: the ``[train]`` table, the
+``[data]`` section's own keys (``PipelineSettings``) and one section per bundled
+component, rendered from the code so that they cannot drift.
 
 Parameter types and defaults come from the signatures (the same ones config binding
 checks); what a parameter means comes from the class docstring, in a section::
@@ -15,7 +16,7 @@ rest of the docstring is the component's description.  A bundled component (pack
 a third-party component may lack the section (its parameters then read "(undocumented)").
 
 In docs/config.md the generated parts lie between ``<!-- BEGIN GENERATED: NAME -->`` and
-``<!-- END GENERATED: NAME -->`` (NAME: ``train``, ``components``)::
+``<!-- END GENERATED: NAME -->`` (NAME: ``train``, ``data``, ``components``)::
 
     python -m fusionjax.reference docs/config.md          # rewrite them in place
     python -m fusionjax.reference --check docs/config.md  # exit 1 if the file is stale
@@ -53,7 +54,7 @@ FROM_DATA = {"encoder": ("vocab_size", "sample_rate"), "head": ("num_classes",),
              "augmentation": ("vocab_size", "sample_rate")}
 SECTION = "Parameters:"
 UNDOCUMENTED = "(undocumented)"
-BLOCKS = ("train", "components")
+BLOCKS = ("train", "data", "components")
 _BLOCK = re.compile(r"<!-- BEGIN GENERATED: (?P<name>[\w-]+) -->\n(?P<body>.*?)"
                     r"<!-- END GENERATED: (?P=name) -->", re.S)
 _ENTRY = re.compile(r"(?P<name>[A-Za-z_]\w*):(?:\s+(?P<text>.*))?$")
@@ -292,36 +293,53 @@ def components_markdown(specs: Iterable[Any]) -> str:
     return "\n\n".join(component_markdown(spec) for spec in specs)
 
 
-# -- [train] -----------------------------------------------------------------------------
+# -- [train], and the [data] section's own keys ---------------------------------------------
 
-def _train_fields() -> tuple[type, dict[str, tuple[Any, Any]]]:
-    from fusionjax.config.schema import TrainConfig
+def _section_class(name: str) -> type:
+    if name == "train":
+        from fusionjax.config.schema import TrainConfig
 
-    hints = typing.get_type_hints(TrainConfig)
+        return TrainConfig
+    from fusionjax.data.pipeline import PipelineSettings
+
+    return PipelineSettings
+
+
+def _fields(cls: type) -> dict[str, tuple[Any, Any]]:
+    hints = typing.get_type_hints(cls)
     fields = {}
-    for f in dataclasses.fields(TrainConfig):
+    for f in dataclasses.fields(cls):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         fields[f.name] = (hints.get(f.name, f.type), default)
-    return TrainConfig, fields
+    return fields
+
+
+def section_problems(name: str) -> list[str]:
+    cls = _section_class(name)
+    owner = f"the [{name}] section ({cls.__module__}.{cls.__qualname__}, module {cls.__module__})"
+    return _problems(owner, _fields(cls), parse_docstring(_doc_of(cls)))
+
+
+def section_markdown(name: str) -> str:
+    """The table of ``[train]``'s fields (``name = "train"``) or of the ``[data]`` section's
+    own keys (``"data"``); a :class:`ReferenceDocError` when one is undescribed."""
+    problems = section_problems(name)
+    if problems:
+        raise ReferenceDocError(problems)
+    cls = _section_class(name)
+    doc = parse_docstring(_doc_of(cls))
+    rows = [(f"`{field}`", _cell(f"``{_type(annotation)}``"),
+             "required" if default is dataclasses.MISSING else _shown(default),
+             _cell(doc.parameters[field])) for field, (annotation, default) in _fields(cls).items()]
+    return "\n".join(_table(("Field", "Type", "Default", "Meaning"), rows))
 
 
 def train_problems() -> list[str]:
-    cls, fields = _train_fields()
-    owner = f"the [train] section ({cls.__module__}.{cls.__qualname__}, module {cls.__module__})"
-    return _problems(owner, fields, parse_docstring(_doc_of(cls)))
+    return section_problems("train")
 
 
 def train_markdown() -> str:
-    """The table of ``[train]``'s fields; a :class:`ReferenceDocError` when one is undescribed."""
-    problems = train_problems()
-    if problems:
-        raise ReferenceDocError(problems)
-    cls, fields = _train_fields()
-    doc = parse_docstring(_doc_of(cls))
-    rows = [(f"`{name}`", _cell(f"``{_type(annotation)}``"),
-             "required" if default is dataclasses.MISSING else _shown(default),
-             _cell(doc.parameters[name])) for name, (annotation, default) in fields.items()]
-    return "\n".join(_table(("Field", "Type", "Default", "Meaning"), rows))
+    return section_markdown("train")
 
 
 # -- the page ----------------------------------------------------------------------------
@@ -329,11 +347,13 @@ def train_markdown() -> str:
 def problems(registry: Any = None) -> list[str]:
     """Everything :func:`update` would refuse: undocumented or unknown parameters of
     ``TrainConfig`` and of every bundled component."""
-    return train_problems() + [p for spec in bundled_specs(registry) for p in component_problems(spec)]
+    return (section_problems("train") + section_problems("data")
+            + [p for spec in bundled_specs(registry) for p in component_problems(spec)])
 
 
 def generated_blocks(registry: Any = None) -> dict[str, str]:
-    return {"train": train_markdown(), "components": components_markdown(bundled_specs(registry))}
+    return {"train": section_markdown("train"), "data": section_markdown("data"),
+            "components": components_markdown(bundled_specs(registry))}
 
 
 def update(text: str, registry: Any = None, *, path: str | PurePath = "docs/config.md") -> str:

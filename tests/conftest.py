@@ -13,6 +13,15 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Formulations are timed per machine at a run's first compile (fusionjax.tuning): the
 # suite keeps the defaults, but tests/test_tuning.py, which switches it on
 os.environ.setdefault("FUSIONJAX_TUNING", "off")
+# Dozens of tests start `fusionjax train` in a new process, each compiling the same tiny
+# steps: one persistent compilation cache for the session (and the processes it starts)
+# compiles each once. A cached executable is the same program, so bitwise comparisons hold.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="fusionjax-tests-xla-")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 ROOT = Path(__file__).resolve().parents[1]
 

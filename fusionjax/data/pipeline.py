@@ -57,9 +57,11 @@ class PipelineSettings:
 
     Parameters:
         workers: Processes that read, decode and augment training batches (Grain's
-            ``mp_prefetch``); 0: a thread of the training process. On a 2-core machine
-            0 is fastest for the bundled data sets (``benchmarks/README.md``); a worker
-            pays off when decoding files costs more than a step's share of a core.
+            ``mp_prefetch``); 0: a thread of the training process. A worker costs 4-5 s
+            of start-up and pays off when reading a batch costs a good part of a step:
+            decoding PNG + WAV files per read on 2 cores, 0 / 1 / 2 workers trained at
+            2,031 / 2,967 / 3,289 examples/s (``benchmarks/README.md``). The in-memory
+            bundled data sets read a batch in 0.1-1 ms and need none.
         augment: Modality → a list of augmentations, applied in order to training
             examples only: ``augment.image = [{type = "affine", max_shift = 2}]``
             ([data.md](data.md#augmentation)).

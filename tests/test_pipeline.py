@@ -40,13 +40,13 @@ def _labels(batches, n_batches):
 def test_every_example_once_per_epoch_across_processes_and_workers(workers):
     ds, batch, per_epoch = Numbered(100), 8, 100 // 8  # 12 batches an epoch, 4 examples left out
     steps = 3 * per_epoch
-    settings = PipelineSettings(workers=workers)
-    single = TrainBatches(ds, batch, seed=5, steps=steps, settings=settings)
+    single = TrainBatches(ds, batch, seed=5, steps=steps)  # in this process
     whole = _labels(single, steps)
     single.close()
     halves = []
-    for p in range(2):
-        it = TrainBatches(ds, batch, seed=5, steps=steps, process=p, processes=2, settings=settings)
+    for p in range(2):  # each "process" with its worker processes
+        it = TrainBatches(ds, batch, seed=5, steps=steps, process=p, processes=2,
+                          settings=PipelineSettings(workers=workers))
         halves.append(_labels(it, steps))
         it.close()
     # each process reads only its rows of every global batch; together, the global batch
@@ -60,7 +60,7 @@ def test_every_example_once_per_epoch_across_processes_and_workers(workers):
         order = ds.order("train", seed=epoch_seed(5, e), shuffle=True)
         np.testing.assert_array_equal(seen, order[:per_epoch * batch])
     assert not np.array_equal(epochs[0], epochs[1])  # another epoch, another order
-    again = TrainBatches(ds, batch, seed=5, steps=steps, settings=settings)
+    again = TrainBatches(ds, batch, seed=5, steps=steps)
     np.testing.assert_array_equal(np.concatenate(_labels(again, steps)), np.concatenate(whole))
     again.close()
 

@@ -25,7 +25,7 @@ from flax import nnx
 
 from fusionjax import fast_paths, transfer
 from fusionjax.config.schema import TrainConfig, check_top_level, train_config
-from fusionjax.config.validation import as_config_value, bind, signature_params
+from fusionjax.config.validation import as_config_value, bind, signature_params, with_defaults
 from fusionjax.data.pipeline import PipelineSettings
 from fusionjax.errors import ComponentError, ConfigError, DataError, capped, did_you_mean, shown
 from fusionjax.interfaces import LABEL, Dataset, Encoder, Fusion, Head
@@ -226,17 +226,8 @@ def _part(spec: ComponentSpec, section: dict, key: str, injected: dict, defaults
     owner = f"{spec.kind} {spec.describe()}"
     own = ("type", *Training.KEYS) if spec.kind != "dataset" else ("type", *PipelineSettings.KEYS)
     training = Training.from_section(section, key) if spec.kind != "dataset" else Training()
-    user = {k: v for k, v in section.items() if k not in own}
-    for name, (value, source) in defaults.items():
-        if name not in params:
-            continue
-        if name not in user:
-            user[name] = value
-        elif as_config_value(user[name]) != as_config_value(value):
-            raise ConfigError(
-                f"is {shown(user[name])}, but {source} is {shown(value)} ({owner})",
-                key=f"{key}.{name}", hint=f"remove {name!r} to use {shown(value)}",
-            )
+    user = with_defaults({k: v for k, v in section.items() if k not in own}, defaults, params, key,
+                         owner=owner)
     injected = {k: v for k, v in injected.items() if k in params}
     kwargs = bind(spec.load(), user, key, owner=owner, injected=injected)
     return Part(key, spec, kwargs, frozenset(injected), training)

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from fusionjax.config.validation import as_config_value, bind, signature_params
+from fusionjax.config.validation import as_config_value, bind, signature_params, with_defaults
 from fusionjax.errors import ComponentError, ConfigError, DataError, capped, did_you_mean, shown
 from fusionjax.interfaces import Augmentation, Dataset, FieldSpec, mask_key
 from fusionjax.registry import ComponentSpec, Registry
@@ -274,15 +274,9 @@ def _step(registry: Registry, name: str, settings: dict[str, Any], modality: str
             key=type_key, hint=(f"augmentations for {kind} inputs: {', '.join(fits) or 'none'}"
                                 if kind else "augment it in the data set itself"))
     params, _ = signature_params(cls)
-    for meta, value in (field.metadata or {}).items():
-        if meta not in params:
-            continue
-        if meta not in settings:
-            settings[meta] = value
-        elif as_config_value(settings[meta]) != as_config_value(value):
-            raise ConfigError(f"{what}is {shown(settings[meta])}, but the {modality} {meta} of the "
-                              f"data set is {shown(value)} ({owner})", key=f"{key}.{meta}",
-                              hint=f"remove {meta!r} to use {shown(value)}")
+    defaults = {meta: (value, f"the {modality} {meta} of the data set")
+                for meta, value in (field.metadata or {}).items()}
+    settings = with_defaults(settings, defaults, params, key, owner=owner, what=what)
     kwargs = bind(cls, settings, key, owner=owner)
     kwargs = {name: kwargs[name] for name in params if name in kwargs}  # the signature's order
     try:

@@ -287,6 +287,24 @@ def check_value(value: Any, annotation: Any, key: str, owner: str = "") -> Any:
     )
 
 
+def with_defaults(section: Mapping[str, Any], defaults: Mapping[str, tuple[Any, str]],
+                  params: Mapping[str, Any], key: str, *, owner: str, what: str = "") -> dict[str, Any]:
+    """``section`` with each of ``defaults`` (``name -> (value, where it comes from)``, e.g.
+    a data set's class count) that ``params`` has filled in where the user left it out; a
+    value the user set must agree with it, or it is a :class:`ConfigError` at
+    ``key.name`` (``what``: a prefix for the message)."""
+    out = dict(section)
+    for name, (value, source) in defaults.items():
+        if name not in params:
+            continue
+        if name not in out:
+            out[name] = value
+        elif as_config_value(out[name]) != as_config_value(value):
+            raise ConfigError(f"{what}is {shown(out[name])}, but {source} is {shown(value)} ({owner})",
+                              key=f"{key}.{name}", hint=f"remove {name!r} to use {shown(value)}")
+    return out
+
+
 def bind(
     fn: Callable,
     section: Mapping[str, Any],

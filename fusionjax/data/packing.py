@@ -389,7 +389,7 @@ def pack(dataset: Dataset, out_dir: str | Path, *, splits: Sequence[str] | None 
         written = {p.name for p in tmp.iterdir()}
         dataset.save(tmp)  # what reading new inputs needs (a vocabulary), copied into runs
         meta["saved"] = sorted(p.name for p in tmp.iterdir() if p.name not in written)
-        (tmp / META).write_text(_dumps(meta), encoding="utf-8")
+        (tmp / META).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
         _swap(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -518,30 +518,15 @@ def _examples(dataset: Dataset, split: str, source: Any, n: int, workers: int
         return
     import grain
 
-    from fusionjax.data.pipeline import _absl_flags_parsed
+    from fusionjax.data.pipeline import absl_flags_parsed
 
-    _absl_flags_parsed()
+    absl_flags_parsed()
     ds = grain.MapDataset.range(n).map(read).to_iter_dataset(grain.ReadOptions(num_threads=0))
     it = iter(ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers)))
     try:
         yield from it
     finally:
         it.close()  # the worker processes
-
-
-def _dumps(meta: Mapping[str, Any]) -> str:
-    """``meta`` as JSON, one line per entry of its top-level tables and lists."""
-    def entry(key: str, value: Any, indent: str) -> str:
-        head = f"{indent}{json.dumps(key)}: " if key is not None else indent
-        if indent == "  " and isinstance(value, dict) and value:
-            inner = ",\n".join(entry(k, v, "    ") for k, v in value.items())
-            return f"{head}{{\n{inner}\n  }}"
-        if indent == "  " and isinstance(value, list) and value:
-            inner = ",\n".join(f"    {json.dumps(v)}" for v in value)
-            return f"{head}[\n{inner}\n  ]"
-        return head + json.dumps(value)
-
-    return "{\n" + ",\n".join(entry(k, v, "  ") for k, v in meta.items()) + "\n}\n"
 
 
 def _jsonable(value: Any, what: str) -> Any:

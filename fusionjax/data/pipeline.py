@@ -194,7 +194,7 @@ class TrainBatches:
               .map(_LocalBatch(read, batch_size, process, processes))
               .to_iter_dataset(_READ))
         if self.workers:
-            _absl_flags_parsed()  # Grain's worker processes read absl flags (their defaults)
+            absl_flags_parsed()  # Grain's worker processes read absl flags (their defaults)
             ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers,
                                                              per_worker_buffer_size=PREFETCH))
         ds = grain.experimental.ThreadPrefetchIterDataset(ds.map(place), prefetch_buffer_size=PREFETCH)
@@ -218,7 +218,7 @@ class TrainBatches:
         self._it.close()
 
 
-def _absl_flags_parsed() -> None:
+def absl_flags_parsed() -> None:
     """Grain reads its settings from absl flags, which a program that is not an absl app
     never parses: take their defaults."""
     from absl import flags

@@ -88,7 +88,10 @@ def train(assembly: Assembly, run_dir: str | Path, *, mesh=None,
     if latest is not None:
         state, meta = checkpoints.restore(latest, like)
         start, keep_lines = meta["batches"], meta["metrics_lines"]
-        data_state = meta["data"][jax.process_index()] if "data" in meta else None
+        # each process's pipeline state; with another process count the pipeline starts
+        # afresh at batch `start` (the same batches: they depend only on their position)
+        saved = meta.get("data") or []
+        data_state = saved[jax.process_index()] if len(saved) == jax.process_count() else None
         tracker = Tracker(**meta["tracker"]) if tracker else None
         log(f"resuming from the checkpoint of step {latest} ({checkpoints.path / str(latest)})")
 
@@ -249,8 +252,9 @@ def _all_processes(state: dict) -> list[dict]:
         return [state]
     from jax.experimental import multihost_utils
 
-    text = np.frombuffer(json.dumps(state).encode().ljust(4096), np.uint8)
-    every = multihost_utils.process_allgather(text)
+    text = json.dumps(state).encode()
+    longest = int(np.max(multihost_utils.process_allgather(np.array([len(text)], np.int32))))
+    every = multihost_utils.process_allgather(np.frombuffer(text.ljust(longest), np.uint8))
     return [json.loads(bytes(row).decode().rstrip()) for row in every]
 
 

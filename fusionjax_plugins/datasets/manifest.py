@@ -556,10 +556,24 @@ class ManifestDataset(Dataset):
         per_row = sum(int(np.prod(self.spec[m].shape)) * 4 for m, k in self.kinds.items() if k in DECODED)
         return per_row * len(self._splits[split]) <= KEEP_DECODED_BYTES
 
-    def _read(self, split: str, i: int, *, tries: int = 0) -> dict[str, np.ndarray]:
-        """Example ``i`` of ``split``, its files decoded now (``decode = "per_read"``)."""
+    def _read(self, split: str, i: int) -> dict[str, np.ndarray]:
+        """Example ``i`` of ``split``, its files decoded now (``decode = "per_read"``); with
+        ``on_error = "skip"``, an unreadable row is replaced by the split's next readable one."""
         rows = self._splits[split]
-        row = self._rows[rows[i]]
+        for tries in range(len(rows)):
+            example, problem = self._decode_row(self._rows[rows[(i + tries) % len(rows)]])
+            if problem is None:
+                return example
+            if self.on_error == "raise":
+                raise DataError(problem + "\n  hint: fix the file, or set on_error = \"skip\" or "
+                                "\"absent\" (data.md#errors-raise-skip-or-absent)")
+            with self._lock:
+                if problem not in self.problems:
+                    self.problems.append(problem)
+        raise DataError(f"{self.path}: no row of split {split!r} can be read; e.g. {problem}")
+
+    def _decode_row(self, row: _Row) -> tuple[dict[str, np.ndarray], str | None]:
+        """One row as an example, and what makes it unusable (None: nothing)."""
         out: dict[str, np.ndarray] = {}
         absent = dict(row.absent)
         failed = []
@@ -581,22 +595,13 @@ class ManifestDataset(Dataset):
             failed.append("no usable input (" + "; ".join(
                 f"column {m!r}: {why}" for m, why in absent.items()) + ")")
         if failed:
-            problem = f"{self.path}, line {row.line}: " + "; ".join(failed)
-            if self.on_error == "raise":
-                raise DataError(problem + "\n  hint: fix the file, or set on_error = \"skip\" or "
-                                "\"absent\" (data.md#bad-rows)")
-            with self._lock:
-                if problem not in self.problems:
-                    self.problems.append(problem)
-            if tries + 1 >= len(rows):
-                raise DataError(f"{self.path}: no row of split {split!r} can be read; e.g. {problem}")
-            return self._read(split, (i + 1) % len(rows), tries=tries + 1)  # the next readable row
+            return out, f"{self.path}, line {row.line}: " + "; ".join(failed)
         for m in self.text_modalities:
             out[m] = self._ids(row, m) if m not in absent else np.zeros(self.max_len, np.int32)
         out[LABEL] = np.int32(self._label_ids[row.label])
         if self.on_error == "absent":
             out |= {mask_key(m): np.bool_(m not in absent) for m in self.kinds}
-        return {m: out[m] for m in self.spec}
+        return {m: out[m] for m in self.spec}, None
 
     def __getstate__(self):  # what a worker process needs: no lock, no decoded arrays
         return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_decoded", "_encoded")}

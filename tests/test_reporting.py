@@ -39,7 +39,8 @@ class Clock:
 
 # --- the progress bar ---------------------------------------------------------------
 
-def test_progress_bar_draws_in_place_on_a_terminal_only():
+def test_progress_bar_draws_in_place_on_a_terminal_only(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")  # the bar is cut to the terminal's width
     clock, tty = Clock(), FakeTTY()
     with Progress(100, 8, tty, loss_of=lambda v: v, min_interval=0.25, clock=clock) as bar:
         log = bar.around(lambda line: tty.write(line + "\n"))

@@ -37,7 +37,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +56,20 @@ class Op:
     the same arrays.  ``timed``: what is timed -- ``"call"``, the candidate itself (an op
     whose backward pass is an op of its own, like each of a convolution's three), or
     ``"gradient"``, its forward and backward pass together (the gradient of the sum of its
-    outputs with respect to its float inputs: a candidate with its own custom VJP)."""
+    outputs with respect to its float inputs: a candidate with its own custom VJP).
+    ``prefer``: candidates that are the default for some shapes only, each with its test
+    on the arrays (e.g. a formulation for few input channels), in order."""
 
     name: str
     candidates: Mapping[str, Callable[..., Any]]
     default: str
     timed: str = "call"
+    prefer: Mapping[str, Callable[..., bool]] = field(default_factory=dict)
+
+    def default_for(self, *arrays: Any) -> str:
+        """The candidate used where nothing was tuned, for these arrays (or shapes): the
+        first of :attr:`prefer` whose test holds for them, else :attr:`default`."""
+        return next((name for name, holds in self.prefer.items() if holds(*arrays)), self.default)
 
 
 _ops: dict[str, Op] = {}
@@ -70,14 +78,16 @@ _recording: list[dict[str, tuple[Op, tuple]]] = []
 
 
 def declare(name: str, candidates: Mapping[str, Callable[..., Any]], default: str, *,
-            timed: str = "call") -> Op:
+            timed: str = "call", prefer: Mapping[str, Callable[..., bool]] | None = None) -> Op:
     """Make op ``name`` known with its ``candidates``; ``default`` is used where nothing
-    was tuned; ``timed`` as :class:`Op` says."""
-    if default not in candidates:
-        raise ValueError(f"default {default!r} is not one of {sorted(candidates)}")
+    was tuned, unless a test of ``prefer`` holds for the arrays; ``timed`` as :class:`Op`
+    says."""
+    for d in [default, *(prefer or {})]:
+        if d not in candidates:
+            raise ValueError(f"default {d!r} is not one of {sorted(candidates)}")
     if timed not in ("call", "gradient"):
         raise ValueError(f"timed must be 'call' or 'gradient', got {timed!r}")
-    op = Op(name, dict(candidates), default, timed)
+    op = Op(name, dict(candidates), default, timed, dict(prefer or {}))
     _ops[name] = op
     return op
 
@@ -102,8 +112,8 @@ def pick(op: Op, *arrays: Any) -> Callable[..., Any]:
         import jax
 
         found[key] = (op, tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in arrays))
-    choice = _table.get(key, op.default)
-    return op.candidates[choice if choice in op.candidates else op.default]
+    choice = _table.get(key)
+    return op.candidates[choice if choice in op.candidates else op.default_for(*arrays)]
 
 
 @contextlib.contextmanager
@@ -171,19 +181,22 @@ def tune(found: Mapping[str, tuple[Op, tuple]], *, log: Callable[[str], None] = 
         t0 = time.perf_counter()
         for key, (op, shapes) in sorted(todo.items()):
             times = time_candidates(op, shapes)
-            known[key] = {"choice": best(op, times),
+            default = op.default_for(*shapes)
+            known[key] = {"choice": best(op, times, default), "default": default,
                           "ms": {name: round(t * 1e3, 3) for name, t in times.items()}}
         log(f"timed the formulations of {len(todo)} op shapes on this machine in "
             f"{time.perf_counter() - t0:.1f} s (cached in {path})")
         cache[where] = known
         _write(path, cache)
-    return {k: known[k]["choice"] if k in known else found[k][0].default for k in sorted(found)}
+    return {k: known[k]["choice"] if k in known else found[k][0].default_for(*found[k][1])
+            for k in sorted(found)}
 
 
-def best(op: Op, times: Mapping[str, float]) -> str:
-    """The fastest candidate, if it beats the default by :data:`MARGIN`; else the default."""
+def best(op: Op, times: Mapping[str, float], default: str) -> str:
+    """The fastest candidate, if it beats ``default`` (the op's default for the shapes
+    timed) by :data:`MARGIN`; else ``default``."""
     fastest = min(times, key=times.get)
-    return fastest if times[fastest] < MARGIN * times[op.default] else op.default
+    return fastest if times[fastest] < MARGIN * times[default] else default
 
 
 def time_candidates(op: Op, shapes: tuple) -> dict[str, float]:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
+from types import SimpleNamespace
 
 import jax
 import numpy as np
@@ -38,6 +40,12 @@ def _train(run, log=None):
     return train(assemble(copy.deepcopy(CONFIG)), run, log=log or (lambda s: None))
 
 
+def _arrays(key):
+    """The arrays (their shapes) of a choice's key, ``op f32[32,16,16,1] f32[3,3,1,8]``."""
+    return [SimpleNamespace(shape=tuple(map(int, re.findall(r"\d+", a.partition("[")[2]))))
+            for a in key.split(" ")[1:]]
+
+
 def _final(run):
     return [np.asarray(x).tobytes() for x in jax.tree.leaves(RunDir(run).final_arrays())]
 
@@ -56,8 +64,10 @@ def test_choices_are_timed_once_per_machine_cached_and_recorded(tuned, tmp_path)
     for key, choice in table.items():
         ms = timed[key]["ms"]
         op = tuning.declared()[key.split(" ")[0]]
-        assert set(ms) == set(op.candidates) and choice == tuning.best(op, ms)
-        assert choice == op.default or ms[choice] < tuning.MARGIN * ms[op.default]
+        default = op.default_for(*_arrays(key))
+        assert timed[key]["default"] == default
+        assert set(ms) == set(op.candidates) and choice == tuning.best(op, ms, default)
+        assert choice == default or ms[choice] < tuning.MARGIN * ms[default]
     assert any(line.startswith(f"timed the formulations of {len(table)} op shapes") for line in lines)
 
     again: list[str] = []

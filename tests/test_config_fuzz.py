@@ -32,7 +32,9 @@ from fusionjax.cli import main  # noqa: E402
 from fusionjax.config import load_config  # noqa: E402
 
 MAX_STDERR = 4096 + 200  # ConfigError caps its message at 4 kB; the CLI adds its prefix
-CASE_SECONDS = 8.0  # a refused config takes milliseconds; a valid one is assembled (~1-2 s)
+# A refused config takes milliseconds; a valid one is assembled (~1-2 s alone, 9 s seen
+# with three test workers on 2 cores): bounds against a hang or a compute, not timings
+REFUSED_SECONDS, VALID_SECONDS = 8.0, 30.0
 BASES = {"tiny": TINY, **{p.stem: load_config(p) for p in sorted((ROOT / "examples").glob("*.toml"))}}
 FORMATS = ("toml", "yaml", "json")
 
@@ -264,7 +266,7 @@ def check(path: Path, capsys) -> tuple[int, str, float]:
     assert (rc == 0) == (err == ""), err[:500]
     if rc == 2:
         assert err.startswith("fusionjax: error: ") and err.count("\n") <= 12, err[:500]
-    assert seconds < CASE_SECONDS, (seconds, err[:300])
+    assert seconds < (REFUSED_SECONDS if rc == 2 else VALID_SECONDS), (seconds, err[:300])
     return rc, err, seconds
 
 

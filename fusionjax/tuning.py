@@ -172,11 +172,15 @@ def cache_path() -> Path:
 def tune(found: Mapping[str, tuple[Op, tuple]], *, log: Callable[[str], None] = lambda s: None
          ) -> dict[str, str]:
     """The fastest candidate of each recorded ``(op, shapes)`` on this machine: from the
-    cache, else timed (and added to the cache)."""
+    cache if it was timed there among the op's present candidates, else timed (and added
+    to the cache)."""
     path, where = cache_path(), machine()
     cache = _read(path)
     known = cache.get(where, {})
-    todo = {k: v for k, v in found.items() if k not in known and len(v[0].candidates) > 1}
+    # timed again: a shape not in the cache, and one timed among other candidates than the
+    # op has now (a newer version of its plugin added or removed a formulation)
+    todo = {k: v for k, v in found.items() if len(v[0].candidates) > 1
+            and set(known.get(k, {}).get("ms", ())) != set(v[0].candidates)}
     if todo:
         t0 = time.perf_counter()
         for key, (op, shapes) in sorted(todo.items()):

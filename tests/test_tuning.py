@@ -83,7 +83,8 @@ def test_a_resumed_run_keeps_its_recorded_choices_bitwise(tuned, tmp_path):
     other = {k: next(c for c in ops[k.split(" ")[0]].candidates if c != v) for k, v in chosen.items()}
 
     def cache_says(table):
-        entries = {k: {"choice": v, "ms": {}} for k, v in table.items()}
+        entries = {k: {"choice": v, "ms": {c: float(c != v) for c in ops[k.split(" ")[0]].candidates}}
+                   for k, v in table.items()}
         cache_file.write_text(json.dumps({tuning.machine(): entries}))
 
     cache_says(other)
@@ -100,3 +101,21 @@ def test_a_resumed_run_keeps_its_recorded_choices_bitwise(tuned, tmp_path):
     _train(run)
     assert RunDir(run).read_facts()["formulations"] == other
     assert _final(run) == _final(tmp_path / "uninterrupted")
+
+
+def test_a_choice_timed_among_other_candidates_is_timed_again(tmp_path, monkeypatch):
+    """A cache entry from before an op gained a formulation does not hide the new one."""
+    monkeypatch.setenv(tuning.CACHE_ENV, str(tmp_path / "cache.json"))
+    op = tuning.Op("test.double", {"add": lambda x: x + x, "mul": lambda x: 2 * x}, default="add")
+    key = f"test.double {tuning.signature(np.zeros(3, np.float32))}"
+    found = {key: (op, (jax.ShapeDtypeStruct((3,), np.float32),))}
+    old = {"choice": "add", "ms": {"add": 1.0}}  # timed when "add" was the only candidate
+    (tmp_path / "cache.json").write_text(json.dumps({tuning.machine(): {key: old}}))
+    lines: list[str] = []
+    assert tuning.tune(found, log=lines.append) in ({key: "add"}, {key: "mul"})
+    assert lines and lines[0].startswith("timed the formulations of 1 op shapes")
+    entry = json.loads((tmp_path / "cache.json").read_text())[tuning.machine()][key]
+    assert set(entry["ms"]) == {"add", "mul"}
+    again: list[str] = []
+    tuning.tune(found, log=again.append)  # now cached among both: not timed again
+    assert not again
